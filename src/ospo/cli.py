@@ -1,0 +1,127 @@
+"""`ospo <command>`: one CLI, a subcommand per job. Heavy imports happen inside commands so --help is instant.
+
+Errors meant for the user (OspoError, ValueError from validation) print as one line on stderr and exit 2;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="hub id (e.g. deepseek-community/Janus-Pro-1B) or local directory")
+    p.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory to apply on top of --model")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--batch-size", type=int, default=16, help="items per forward pass")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ospo", description="Object-centric self-improving preference optimisation "
+                                     "for unified multimodal models (Janus-Pro).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="text -> images: writes PNGs and the sampled code ids")
+    _add_model_args(p)
+    p.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for several)")
+    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    p.add_argument("--cfg-scale", type=float, default=5.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--seed", type=int, default=0, help="image k of a prompt uses seed + k")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("ask", help="image + yes/no question -> p(yes), p(no)")
+    _add_model_args(p)
+    p.add_argument("--image", required=True, action="append", help="PNG/JPEG path (repeat for several)")
+    p.add_argument("--question", required=True, action="append", help="question (repeat for several)")
+    p.add_argument("--suffix", default=" Please answer yes or no.", help="appended to every question")
+    p.set_defaults(func=cmd_ask)
+    return parser
+
+
+def load_model(args):
+    import torch
+
+    from ospo.model import JanusAdapter
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    return JanusAdapter.from_pretrained(args.model, dtype=dtype, device=device, adapter=args.adapter,
+                                        batch_size=args.batch_size)
+
+
+def cmd_generate(args) -> None:
+    import json
+    from pathlib import Path
+
+    from ospo.artifacts import save_codes
+    from ospo.errors import InputError
+    from ospo.sampling import ImageSampling
+
+    if args.num_images < 1:
+        raise InputError(f"--num-images must be >= 1, got {args.num_images}")
+    if any(not p.strip() for p in args.prompt):
+        raise InputError("--prompt is empty")
+    sampling = ImageSampling(args.cfg_scale, args.temperature, args.top_k, args.top_p)
+    model = load_model(args)
+    prompts = [p for p in args.prompt for _ in range(args.num_images)]
+    seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
+    tokens = model.generate_image_tokens(prompts, seeds, sampling)
+    images = model.decode_images(tokens.codes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [f"{i:05d}" for i in range(len(prompts))]
+    rows = []
+    for image_id, prompt, seed, image, logps in zip(ids, prompts, seeds, images, tokens.logps):
+        image.save(out / f"{image_id}.png")
+        rows.append({"id": image_id, "prompt": prompt, "seed": seed, "file": f"{image_id}.png",
+                     "mean_logp": round(float(logps.mean()), 6)})
+    save_codes(out / "codes.safetensors", dict(zip(ids, tokens.codes)))
+    (out / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} images, codes.safetensors and images.jsonl to {out}")
+
+
+def cmd_ask(args) -> None:
+    from ospo.artifacts import load_image
+
+    images = [load_image(p) for p in args.image]
+    model = load_model(args)
+    questions = [q.strip() + args.suffix for q in args.question]
+    scores = model.yes_no_scores(images, [questions] * len(images))
+    for path, yes_no in zip(args.image, scores):
+        for q, y, n in zip(args.question, yes_no.p_yes.tolist(), yes_no.p_no.tolist()):
+            print(f"{path}\t{q}\tp(yes)={y:.4f}\tp(no)={n:.4f}\tscore={y - n:+.4f}")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.debug:
+        args.func(args)
+        return 0
+    from ospo.errors import OspoError
+
+    try:
+        args.func(args)
+    except (OspoError, ValueError) as e:
+        print(f"ospo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ospo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""The model adapter: the only module that knows transformers' Janus internals.
+
+Everything else in ospo talks to a `UnifiedModel` through a handful of batched methods named in the
+pipeline's vocabulary. Janus facts live here: the chat format, the `[cond; uncond]` CFG row layout,
+special token ids, the image-token count and grid, and which head scores image codes.
+
+Conventions
+- Prompts are plain strings; the adapter applies the checkpoint's chat template.
+- Image prompts are `chat(prompt) + <begin_of_image>`; batches are left-padded. Positions are a plain
+  arange over the padded row in every path (sampling, teacher forcing), so the two agree exactly.
+- `ImageTokens.logps[b, t] = log p(codes[b, t] | prompt_b, codes[b, :t])` under the conditional branch,
+  without guidance: the quantity training optimises (`l(y|x)` in the method).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ospo.errors import InputError, ModelLoadError
+from ospo.sampling import ImageSampling, TextSampling, cfg_mix, draw_uniforms, sample_tokens
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """Sampled image codes and the conditional log-probability of each. codes: (B, N) int64; logps: (B, N) float32."""
+
+    codes: torch.Tensor
+    logps: torch.Tensor
+
+
+@dataclass(frozen=True)
+class YesNo:
+    """p(yes), p(no) for each question of one image: two (Q,) float32 tensors. score = p_yes - p_no."""
+
+    p_yes: torch.Tensor
+    p_no: torch.Tensor
+
+    @property
+    def score(self) -> torch.Tensor:
+        return self.p_yes - self.p_no
+
+
+class UnifiedModel(Protocol):
+    """What the OSPO loop needs of a unified understanding + generation model."""
+
+    num_image_tokens: int
+    image_size: int
+
+    def generate_text(self, prompts: Sequence[str], seeds: Sequence[int], sampling: TextSampling) -> list[str]: ...
+
+    def generate_image_tokens(self, prompts: Sequence[str], seeds: Sequence[int],
+                              sampling: ImageSampling) -> ImageTokens: ...
+
+    def decode_images(self, codes: torch.Tensor) -> list: ...
+
+    def yes_no_scores(self, images: Sequence, questions: Sequence[Sequence[str]]) -> list[YesNo]: ...
+
+    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond") -> torch.Tensor: ...
+
+    def object_attention(self, prompts: Sequence[str], codes: torch.Tensor,
+                         words: Sequence[Sequence[str]]) -> list[torch.Tensor]: ...
+
+
+def _check_checkpoint(path: str) -> None:
+    """Raises ModelLoadError with a one-line reason when a local path cannot be a Janus checkpoint."""
+    p = Path(path)
+    if not p.exists():
+        looks_local = path.startswith((".", "/", "~")) or os.sep in path.rstrip(os.sep) and path.count("/") != 1
+        if looks_local or os.environ.get("HF_HUB_OFFLINE") == "1" and path.count("/") != 1:
+            raise ModelLoadError(f"model path '{path}' does not exist")
+        return  # a hub id: transformers resolves it (offline: from the local cache)
+    if not p.is_dir():
+        raise ModelLoadError(f"model path '{path}' is a file; give the checkpoint directory")
+    config = p / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"'{path}' is not a Janus checkpoint: it has no config.json")
+    import json
+
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"'{path}/config.json' is not valid JSON ({e})") from None
+    if model_type != "janus":
+        raise ModelLoadError(f"'{path}' is not a Janus checkpoint (config.json model_type is '{model_type}')")
+    if not any(p.glob("*.safetensors")):
+        raise ModelLoadError(f"'{path}' has no *.safetensors weights (ospo loads safetensors only)")
+
+
+class JanusAdapter:
+    """Batched OSPO operations over `transformers.JanusForConditionalGeneration`."""
+
+    def __init__(self, model, processor, *, name: str = "janus", batch_size: int = 16):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.name = name
+        self.batch_size = batch_size
+        cfg = model.config
+        self.num_image_tokens = cfg.vision_config.num_image_tokens
+        self.image_size = cfg.vision_config.image_size
+        self.grid_size = int(round(self.num_image_tokens**0.5))
+        self.codebook_size = cfg.vq_config.num_embeddings
+        tok = self.tokenizer
+        self.bos_id, self.eos_id, self.pad_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+        self.boi_id = tok.convert_tokens_to_ids(tok.boi_token)
+        self.yes_ids = self._answer_token_ids(("yes", "Yes"))
+        self.no_ids = self._answer_token_ids(("no", "No"))
+        if self.grid_size**2 != self.num_image_tokens or cfg.vq_config.num_patches != self.grid_size:
+            raise ModelLoadError(f"{name}: num_image_tokens {self.num_image_tokens} does not match the VQ grid "
+                                 f"{cfg.vq_config.num_patches}x{cfg.vq_config.num_patches}")
+
+    # ---------------------------------------------------------------- loading / saving
+    @classmethod
+    def from_pretrained(cls, path: str, *, dtype: str = "float32", device: str = "cpu", adapter: str | None = None,
+                        revision: str | None = None, batch_size: int = 16) -> "JanusAdapter":
+        """Loads a transformers-format Janus checkpoint (hub id or directory) and optionally a PEFT LoRA adapter."""
+        from transformers import AutoProcessor, JanusForConditionalGeneration
+
+        path = str(path)
+        _check_checkpoint(path)
+        if dtype not in DTYPES:
+            raise InputError(f"unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}")
+        try:
+            processor = AutoProcessor.from_pretrained(path, revision=revision)
+            model = JanusForConditionalGeneration.from_pretrained(path, revision=revision, dtype=DTYPES[dtype],
+                                                                  use_safetensors=True)
+        except OSError as e:  # hub id not cached offline, missing files
+            raise ModelLoadError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
+        if adapter is not None:
+            model = _attach_adapter(model, adapter)
+        return cls(model.to(device), processor, name=path, batch_size=batch_size)
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        self.model.save_pretrained(out_dir)
+        self.processor.save_pretrained(out_dir)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def janus(self):
+        """The JanusForConditionalGeneration, below any PEFT wrapper."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    # ---------------------------------------------------------------- prompt formatting
+    def _chat(self, text: str, image: bool = False) -> str:
+        content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
+        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    def format_prompt(self, text: str, mode: str) -> str:
+        """The exact string the model sees: mode 'image' (text-to-image) or 'text' (text generation)."""
+        if mode == "image":
+            return self._chat(text) + self.tokenizer.boi_token
+        system = _system_prompt() if self.processor.use_default_system_prompt else ""
+        return system + self._chat(text)
+
+    def _tokenize(self, texts: list[str], **kw) -> dict:
+        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", **kw)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _answer_token_ids(self, words) -> list[int]:
+        ids = set()
+        for w in words:
+            for form in (w, " " + w):
+                enc = self.tokenizer.encode(form, add_special_tokens=False)
+                if len(enc) == 1 and enc[0] != self.tokenizer.unk_token_id:
+                    ids.add(enc[0])
+        if not ids:
+            raise ModelLoadError(f"the tokenizer has no single token for any of {words}; yes/no scoring needs one")
+        return sorted(ids)
+
+    # ---------------------------------------------------------------- text generation
+    @torch.no_grad()
+    def generate_text(self, prompts: Sequence[str], seeds: Sequence[int], sampling: TextSampling = TextSampling()
+                      ) -> list[str]:
+        """Chat-formatted, left-padded, batched; returns the completions (special tokens removed)."""
+        _check_batch(prompts, seeds)
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            out += self._generate_text_batch(list(prompts[i:i + self.batch_size]), list(seeds[i:i + self.batch_size]),
+                                             sampling)
+        return out
+
+    def _generate_text_batch(self, prompts, seeds, sampling):
+        janus = self.janus
+        enc = self._tokenize([self.format_prompt(p, "text") for p in prompts])
+        mask = enc["attention_mask"]
+        uniforms = draw_uniforms(seeds, sampling.max_new_tokens)
+        lm, embed = janus.model.language_model, janus.get_input_embeddings()
+        out = lm(inputs_embeds=embed(enc["input_ids"]), attention_mask=mask, use_cache=True)
+        cache = out.cache
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=mask.device)
+        tokens = []
+        for t in range(sampling.max_new_tokens):
+            logits = janus.lm_head(out.last_hidden_state[:, -1])  # (B, V)
+            nxt = sample_tokens(logits, uniforms[:, t], sampling.temperature, sampling.top_k, sampling.top_p)
+            nxt = nxt.masked_fill(done, self.pad_id)
+            tokens.append(nxt)
+            done |= nxt == self.eos_id
+            if bool(done.all()) or t == sampling.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+            out = lm(inputs_embeds=embed(nxt.unsqueeze(1)), attention_mask=mask, cache=cache, use_cache=True)
+            cache = out.cache
+        ids = torch.stack(tokens, dim=1).tolist()
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    # ---------------------------------------------------------------- image generation
+    def _image_prompt_ids(self, prompts, branch="cond"):
+        enc = self._tokenize([self.format_prompt(p, "image") for p in prompts])
+        ids = enc["input_ids"]
+        if branch == "uncond":
+            ids = self.uncond_ids(ids)
+        return ids, enc["attention_mask"]
+
+    def uncond_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """The unconditional CFG branch as transformers builds it: every token but BOS and BOI becomes PAD
+        (the attention mask is left unchanged)."""
+        keep = (ids == self.bos_id) | (ids == self.boi_id)
+        return ids.masked_fill(~keep, self.pad_id)
+
+    @torch.no_grad()
+    def generate_image_tokens(self, prompts: Sequence[str], seeds: Sequence[int],
+                              sampling: ImageSampling = ImageSampling()) -> ImageTokens:
+        """Samples `num_image_tokens` codes per prompt: prefill, then decode one token at a time with a KV cache.
+        Rows are `[cond; uncond]` when cfg_scale > 1. One seed per prompt; results do not depend on batching."""
+        _check_batch(prompts, seeds)
+        parts = [self._generate_image_batch(list(prompts[i:i + self.batch_size]),
+                                            list(seeds[i:i + self.batch_size]), sampling)
+                 for i in range(0, len(prompts), self.batch_size)]
+        return ImageTokens(torch.cat([p.codes for p in parts]), torch.cat([p.logps for p in parts]))
+
+    def _generate_image_batch(self, prompts, seeds, sampling):
+        janus = self.janus
+        ids, mask = self._image_prompt_ids(prompts)
+        B, N = len(prompts), self.num_image_tokens
+        guided = sampling.cfg_scale != 1
+        if guided:
+            ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
+        uniforms = draw_uniforms(seeds, N)
+        lm, head = janus.model.language_model, janus.model.generation_head
+        out = lm(inputs_embeds=janus.get_input_embeddings()(ids), attention_mask=mask, use_cache=True)
+        codes = torch.empty(B, N, dtype=torch.long, device=ids.device)
+        logps = torch.empty(B, N, dtype=torch.float32, device=ids.device)
+        ones = mask.new_ones(mask.shape[0], 1)
+        for t in range(N):
+            logits = head(out.last_hidden_state[:, -1]).float()  # (2B or B, V)
+            cond = logits[:B]
+            mixed = cfg_mix(cond, logits[B:], sampling.cfg_scale) if guided else cond
+            nxt = sample_tokens(mixed, uniforms[:, t], sampling.temperature, sampling.top_k, sampling.top_p)
+            codes[:, t] = nxt
+            logps[:, t] = torch.log_softmax(cond, -1).gather(-1, nxt[:, None]).squeeze(-1)
+            if t == N - 1:
+                break
+            step = nxt.repeat(2) if guided else nxt
+            mask = torch.cat([mask, ones], dim=1)
+            out = lm(inputs_embeds=janus.prepare_embeddings_for_image_generation(step[:, None]), attention_mask=mask,
+                     cache=out.cache, use_cache=True)
+        return ImageTokens(codes, logps)
+
+    @torch.no_grad()
+    def decode_images(self, codes: torch.Tensor) -> list:
+        """(B, N) codes -> B RGB PIL images. Janus-Pro pixels are normalised with mean = std = 0.5."""
+        from PIL import Image
+
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.ndim != 2 or codes.shape[1] != self.num_image_tokens:
+            raise InputError(f"codes must have shape (B, {self.num_image_tokens}), got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise InputError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+        images = []
+        for i in range(0, len(codes), self.batch_size):
+            pixels = self.janus.decode_image_tokens(codes[i:i + self.batch_size].to(self.device))  # (b, H, W, 3)
+            arr = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+            images += [Image.fromarray(a) for a in arr]
+        return images
+
+    # ---------------------------------------------------------------- teacher forcing
+    def image_token_logits(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, codes: torch.Tensor,
+                           **lm_kwargs):
+        """Generation-head logits for predicting codes[:, t] from prompt + codes[:, :t]: (B, N, V). Also returns
+        the LM output (for attentions)."""
+        janus = self.janus
+        embeds = torch.cat([janus.get_input_embeddings()(prompt_ids),
+                            janus.prepare_embeddings_for_image_generation(codes)], dim=1)
+        mask = torch.cat([prompt_mask, torch.ones_like(codes)], dim=1)
+        out = janus.model.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **lm_kwargs)
+        P, N = prompt_ids.shape[1], codes.shape[1]
+        return janus.model.generation_head(out.last_hidden_state[:, P - 1:P + N - 1]), out
+
+    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond") -> torch.Tensor:
+        """Per-token log p(codes[b, t] | prompt_b, codes[b, :t]) by teacher forcing: (B, N) float32.
+        branch 'cond' uses the prompt, 'uncond' the CFG unconditional row. Differentiable (no no_grad here)."""
+        if branch not in ("cond", "uncond"):
+            raise InputError(f"branch must be 'cond' or 'uncond', got '{branch}'")
+        codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
+        if not len(prompts) or len(prompts) != len(codes):
+            raise InputError(f"need one code row per prompt, got {len(prompts)} prompts and {len(codes)} rows")
+        ids, mask = self._image_prompt_ids(list(prompts), branch)
+        logits, _ = self.image_token_logits(ids, mask, codes)
+        return torch.log_softmax(logits.float(), -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def object_attention(self, prompts: Sequence[str], codes: torch.Tensor, words: Sequence[Sequence[str]]
+                         ) -> list[torch.Tensor]:
+        """Attention paid to each given word of the prompt while predicting each image token.
+
+        Returns, per prompt, a (num_layers, num_words, N) tensor: for layer l, word w and image token t, the
+        attention weight from the query that predicts codes[t] (position P-1+t) to the word's tokens, summed
+        over the word's tokens (and its occurrences) and averaged over heads.
+        """
+        codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
+        if len(prompts) != len(codes) or len(prompts) != len(words):
+            raise InputError("object_attention needs one code row and one word list per prompt")
+        texts = [self.format_prompt(p, "image") for p in prompts]
+        enc = self._tokenize(texts, return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping").cpu()
+        janus = self.janus
+        previous = janus.config._attn_implementation
+        janus.set_attn_implementation("eager")  # sdpa does not return attention weights
+        try:
+            _, out = self.image_token_logits(enc["input_ids"], enc["attention_mask"], codes, output_attentions=True)
+        finally:
+            janus.set_attn_implementation(previous)
+        P, N = enc["input_ids"].shape[1], codes.shape[1]
+        att = torch.stack(out.attentions, dim=1).float().mean(2)  # (B, L, S, S), heads averaged
+        result = []
+        for b, (text, prompt) in enumerate(zip(texts, prompts)):
+            cols = [_word_token_positions(text, prompt, w, offsets[b]) for w in words[b]]
+            queries = att[b, :, P - 1:P + N - 1]  # (L, N, S)
+            result.append(torch.stack([queries[:, :, c].sum(-1) for c in cols], dim=1).cpu())  # (L, W, N)
+        return result
+
+    # ---------------------------------------------------------------- understanding
+    def _vqa_texts(self, questions_per_image):
+        return [[self._chat(q, image=True) for q in qs] for qs in questions_per_image]
+
+    def _pixel_values(self, images):
+        px = self.processor.image_processor([_as_rgb(im) for im in images], return_tensors="pt")["pixel_values"]
+        return px.to(self.device, self.janus.dtype)
+
+    def _yes_no(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = torch.softmax(logits.float(), -1)  # (R, V)
+        return probs[:, self.yes_ids].max(-1).values, probs[:, self.no_ids].max(-1).values
+
+    @torch.no_grad()
+    def yes_no_scores(self, images: Sequence, questions: Sequence[Sequence[str]], share_prefix: bool = True
+                      ) -> list[YesNo]:
+        """p(yes), p(no) of the next token after each (image, question), the larger of the case variants.
+
+        Questions about one image share one encoded prefix: the image and chat preamble run once and their
+        KV cache serves every question. `share_prefix=False` runs one full forward per question (a baseline).
+        """
+        if len(images) != len(questions):
+            raise InputError(f"need one question list per image, got {len(images)} images and {len(questions)}")
+        if not len(images):
+            raise InputError("no images given")
+        results = []
+        for i in range(0, len(images), self.batch_size):
+            imgs, qs = list(images[i:i + self.batch_size]), list(questions[i:i + self.batch_size])
+            fn = self._yes_no_shared if share_prefix else self._yes_no_full
+            results += fn(imgs, qs)
+        return results
+
+    def _yes_no_full(self, images, questions):
+        out = []
+        for image, qs in zip(images, questions):
+            p_yes, p_no = [], []
+            for text in self._vqa_texts([qs])[0]:
+                enc = self.processor(text=[text], images=[_as_rgb(image)], return_tensors="pt").to(self.device)
+                logits = self.janus(**enc, logits_to_keep=1).logits[:, -1]
+                y, n = self._yes_no(logits)
+                p_yes.append(y), p_no.append(n)
+            out.append(YesNo(torch.cat(p_yes).cpu(), torch.cat(p_no).cpu()) if qs else _empty_yes_no())
+        return out
+
+    def _yes_no_shared(self, images, questions):
+        janus = self.janus
+        rows = [(i, q) for i, qs in enumerate(questions) for q in qs]
+        if not rows:
+            return [_empty_yes_no() for _ in images]
+        keep = [i for i, qs in enumerate(questions) if qs]
+        texts = self._vqa_texts([questions[i] for i in keep])
+        # tokenise every full (image, question) text, then split each at its image's common prefix
+        ids = [self._expand_ids(t) for t in texts]  # per image: list of 1-D id lists
+        cut = [_common_prefix_len(r) for r in ids]
+        prefixes = [r[0][:c] for r, c in zip(ids, cut)]
+        P = max(map(len, prefixes))
+        pre_ids = torch.full((len(keep), P), self.pad_id, dtype=torch.long)
+        pre_mask = torch.zeros(len(keep), P, dtype=torch.long)
+        for k, p in enumerate(prefixes):
+            pre_ids[k, P - len(p):], pre_mask[k, P - len(p):] = torch.tensor(p), 1
+        pre_ids, pre_mask = pre_ids.to(self.device), pre_mask.to(self.device)
+        out = janus.model(input_ids=pre_ids, pixel_values=self._pixel_values([images[i] for i in keep]),
+                          attention_mask=pre_mask, use_cache=True)
+        cache = out.cache
+        suffixes = [r[j][c:] for r, c in zip(ids, cut) for j in range(len(r))]
+        owner = torch.tensor([k for k, r in enumerate(ids) for _ in r], device=self.device)
+        S = max(map(len, suffixes))
+        suf_ids = torch.full((len(suffixes), S), self.pad_id, dtype=torch.long)
+        suf_mask = torch.zeros(len(suffixes), S, dtype=torch.long)
+        for k, s in enumerate(suffixes):  # right-padded: real tokens never see the padding after them
+            suf_ids[k, :len(s)], suf_mask[k, :len(s)] = torch.tensor(s), 1
+        suf_ids, suf_mask = suf_ids.to(self.device), suf_mask.to(self.device)
+        cache.batch_select_indices(owner)
+        h = janus.model.language_model(inputs_embeds=janus.get_input_embeddings()(suf_ids),
+                                       attention_mask=torch.cat([pre_mask[owner], suf_mask], 1),
+                                       cache=cache, use_cache=True).last_hidden_state
+        last = suf_mask.sum(1) - 1
+        p_yes, p_no = self._yes_no(janus.lm_head(h[torch.arange(len(suffixes)), last]))
+        out, start = [], 0
+        by_image = {i: k for k, i in enumerate(keep)}
+        for i, qs in enumerate(questions):
+            if i not in by_image:
+                out.append(_empty_yes_no())
+                continue
+            out.append(YesNo(p_yes[start:start + len(qs)].cpu(), p_no[start:start + len(qs)].cpu()))
+            start += len(qs)
+        return out
+
+    def _expand_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of chat texts with the image placeholder expanded as the processor does."""
+        placeholder = self.tokenizer.image_token
+        expanded = self.tokenizer.boi_token + placeholder * self.num_image_tokens + self.tokenizer.eoi_token
+        system = _system_prompt() if self.processor.use_default_system_prompt else ""
+        return [self.tokenizer(system + t.replace(placeholder, expanded))["input_ids"] for t in texts]
+
+
+# -------------------------------------------------------------------- helpers
+def _check_batch(prompts, seeds):
+    if isinstance(prompts, str):
+        raise InputError("prompts must be a list of strings, not one string")
+    if not len(prompts):
+        raise InputError("no prompts given (the prompt list is empty)")
+    if len(seeds) != len(prompts):
+        raise InputError(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
+
+
+def _system_prompt() -> str:
+    from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
+
+    return DEFAULT_SYSTEM_PROMPT
+
+
+def _as_rgb(image):
+    from PIL import Image
+    import numpy as np
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise InputError(f"an image must be RGB (H, W, 3), got an array of shape {arr.shape}")
+    return Image.fromarray(arr.astype("uint8"))
+
+
+def _common_prefix_len(rows: list[list[int]]) -> int:
+    """Longest common prefix of token rows, leaving at least one token in every row."""
+    n = min(map(len, rows)) - 1
+    first = rows[0]
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows[1:]):
+            return i
+    return n
+
+
+def _empty_yes_no() -> YesNo:
+    return YesNo(torch.zeros(0), torch.zeros(0))
+
+
+def _word_token_positions(text: str, prompt: str, word: str, offsets: torch.Tensor) -> list[int]:
+    """Token positions (in the left-padded row) whose characters overlap whole-word occurrences of `word` in the
+    prompt part of `text`."""
+    start = text.find(prompt.strip())
+    span_end = start + len(prompt.strip())
+    spans = [(start + m.start(), start + m.end())
+             for m in re.finditer(rf"(?<!\w){re.escape(word.strip())}(?!\w)", prompt.strip(), flags=re.IGNORECASE)]
+    cols = [k for k, (a, b) in enumerate(offsets.tolist())
+            if b > a and any(a < e and b > s for s, e in spans) and b <= span_end]
+    if start < 0 or not cols:
+        raise InputError(f"word '{word}' does not occur in the prompt '{prompt}'")
+    return cols
+
+
+def _attach_adapter(model, adapter: str):
+    from peft import PeftModel
+
+    p = Path(adapter)
+    if not (p / "adapter_config.json").is_file():
+        raise ModelLoadError(f"'{adapter}' is not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"adapter '{adapter}' does not fit this base model: {str(e).splitlines()[0]}") from None

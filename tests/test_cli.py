@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ospo.artifacts import load_codes
+from ospo.cli import main
+
+
+def test_help_is_cheap():
+    code = "import sys, ospo.cli as c; c.build_parser().format_help(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_generate_writes_pngs_codes_and_metadata(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "gen"
+    rc = main(["generate", "--model", str(tiny_dir), "--prompt", "a red circle", "--prompt", "a dog",
+               "--num-images", "2", "--seed", "7", "--cfg-scale", "3", "--out", str(out)])
+    assert rc == 0
+    rows = [json.loads(line) for line in (out / "images.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [7, 8, 7, 8]
+    assert [r["prompt"] for r in rows] == ["a red circle"] * 2 + ["a dog"] * 2
+    codes = load_codes(out / "codes.safetensors")
+    assert sorted(codes) == [r["id"] for r in rows]
+    assert all(v.shape == (64,) for v in codes.values())
+    assert Image.open(out / rows[0]["file"]).size == (64, 64)
+    # the same prompt and seed give the same codes in a fresh run
+    main(["generate", "--model", str(tiny_dir), "--prompt", "a red circle", "--seed", "7", "--cfg-scale", "3",
+          "--out", str(tmp_path / "again")])
+    assert np.array_equal(load_codes(tmp_path / "again" / "codes.safetensors")["00000"], codes["00000"])
+
+
+def test_ask_prints_probabilities(tiny_dir, tmp_path, capsys):
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "x.png")
+    rc = main(["ask", "--model", str(tiny_dir), "--image", str(tmp_path / "x.png"),
+               "--question", "is there a red circle ?", "--question", "is there a dog ?"])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "p(yes)=" in lines[0] and "p(no)=" in lines[0]
+
+
+@pytest.mark.parametrize("setup,args,message", [
+    ("none", ["generate", "--model", "{tmp}/missing", "--prompt", "x", "--out", "{tmp}/o"], "does not exist"),
+    ("empty-dir", ["generate", "--model", "{tmp}", "--prompt", "x", "--out", "{tmp}/o"], "no config.json"),
+    ("model", ["generate", "--model", "{model}", "--prompt", " ", "--out", "{tmp}/o"], "--prompt is empty"),
+    ("model", ["generate", "--model", "{model}", "--prompt", "x", "--cfg-scale", "0.5", "--out", "{tmp}/o"],
+     "cfg_scale must be >= 1"),
+    ("corrupt-png", ["ask", "--model", "{model}", "--image", "{tmp}/bad.png", "--question", "q"],
+     "not a readable image"),
+])
+def test_bad_input_gives_one_line_error(tiny_dir, tmp_path, capsys, setup, args, message):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    args = [a.format(tmp=tmp_path, model=tiny_dir) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing half-written

@@ -1,0 +1,163 @@
+"""The adapter against transformers' own Janus code paths, on a tiny random checkpoint loaded from disk."""
+
+import json
+
+import pytest
+import torch
+
+from ospo.errors import InputError, ModelLoadError
+from ospo.model import JanusAdapter
+from ospo.sampling import ImageSampling, TextSampling
+
+from conftest import PROMPTS
+
+
+def hf_generate(tiny, prompts, cfg_scale):
+    enc = tiny.tokenizer([tiny.format_prompt(p, "image") for p in prompts], padding=True, return_tensors="pt")
+    return tiny.janus.generate(**enc, generation_mode="image", guidance_scale=cfg_scale, do_sample=False)
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["unpadded", "left-padded"])
+def test_greedy_loop_equals_transformers_generate(tiny, prompts):
+    ours = tiny.generate_image_tokens(prompts, [0] * len(prompts), ImageSampling(cfg_scale=3.0, temperature=0)).codes
+    assert torch.equal(ours, hf_generate(tiny, prompts, 3.0))
+
+
+def test_left_padding_does_not_change_an_items_tokens(tiny):
+    sampling = ImageSampling(cfg_scale=5.0, temperature=0)
+    alone = tiny.generate_image_tokens(PROMPTS[:1], [0], sampling).codes
+    padded = tiny.generate_image_tokens(PROMPTS, [0] * 4, sampling).codes  # PROMPTS[0] is the shortest
+    assert torch.equal(alone[0], padded[0])
+
+
+@pytest.mark.parametrize("sampling", [ImageSampling(cfg_scale=5.0), ImageSampling(cfg_scale=1.0),
+                                      ImageSampling(cfg_scale=3.0, temperature=0.7, top_k=20, top_p=0.9)],
+                         ids=["cfg5", "no-guidance", "filtered"])
+def test_sampled_logps_equal_teacher_forcing(tiny, sampling):
+    seeds = [11, 12, 13, 14]
+    tokens = tiny.generate_image_tokens(PROMPTS, seeds, sampling)
+    assert tokens.codes.shape == (4, tiny.num_image_tokens)
+    assert tokens.codes.min() >= 0 and tokens.codes.max() < tiny.codebook_size
+    forced = tiny.image_token_logps(PROMPTS, tokens.codes)
+    torch.testing.assert_close(forced, tokens.logps, atol=1e-5, rtol=0)
+    # teacher forcing on a different prompt gives different log-probs (the prompt is really conditioned on)
+    other = tiny.image_token_logps(PROMPTS[::-1], tokens.codes)
+    assert (other - tokens.logps).abs().max() > 1e-3
+
+
+def test_uncond_branch_ignores_the_prompt_text(tiny):
+    prompts = ["a red circle", "two blue dogs"]  # same token count: the uncond rows become identical
+    codes = tiny.generate_image_tokens(prompts[:1], [1], ImageSampling()).codes.repeat(2, 1)
+    u = tiny.image_token_logps(prompts, codes, branch="uncond")
+    c = tiny.image_token_logps(prompts, codes, branch="cond")
+    # transformers keeps BOS and BOI, replaces every other prompt token by PAD and still attends to them
+    torch.testing.assert_close(u[0], u[1], atol=1e-5, rtol=0)
+    assert (c[0] - c[1]).abs().max() > 1e-3
+
+
+def test_seeds_give_the_same_images_alone_in_a_batch_or_reordered(tiny):
+    prompts = [PROMPTS[i % 4] for i in range(16)]
+    seeds = list(range(100, 116))
+    batch = tiny.generate_image_tokens(prompts, seeds, ImageSampling()).codes
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0)).tolist()
+    shuffled = tiny.generate_image_tokens([prompts[i] for i in order], [seeds[i] for i in order], ImageSampling()).codes
+    for k, i in enumerate(order):
+        assert torch.equal(shuffled[k], batch[i])
+    for i in (0, 5, 15):
+        alone = tiny.generate_image_tokens([prompts[i]], [seeds[i]], ImageSampling()).codes
+        assert torch.equal(alone[0], batch[i])
+    # and different seeds give different images
+    assert not torch.equal(batch[0], batch[4])
+
+
+def test_text_generation_is_per_item_deterministic(tiny):
+    sampling = TextSampling(max_new_tokens=6, temperature=1.0)
+    batch = tiny.generate_text(PROMPTS, [1, 2, 3, 4], sampling)
+    alone = tiny.generate_text(PROMPTS[2:3], [3], sampling)
+    assert batch[2] == alone[0]
+    assert all(isinstance(t, str) for t in batch)
+    greedy = tiny.generate_text(PROMPTS[:2], [0, 0], TextSampling(max_new_tokens=6))
+    enc = tiny.tokenizer([tiny.format_prompt(p, "text") for p in PROMPTS[:2]], padding=True, return_tensors="pt")
+    hf = tiny.janus.generate(**enc, generation_mode="text", max_new_tokens=6, do_sample=False)
+    expected = tiny.tokenizer.batch_decode(hf[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert greedy == [e.strip() for e in expected]
+
+
+def test_decode_images_gives_rgb_images_of_the_model_size(tiny):
+    codes = tiny.generate_image_tokens(PROMPTS[:2], [0, 1], ImageSampling()).codes
+    images = tiny.decode_images(codes)
+    assert [im.size for im in images] == [(tiny.image_size, tiny.image_size)] * 2
+    assert images[0].mode == "RGB"
+    with pytest.raises(InputError, match="shape"):
+        tiny.decode_images(codes[:, :5])
+    with pytest.raises(InputError, match="lie in"):
+        tiny.decode_images(codes + tiny.codebook_size)
+
+
+def test_yes_no_scores_with_shared_prefix_equal_full_forwards(tiny):
+    codes = tiny.generate_image_tokens(PROMPTS[:3], [0, 1, 2], ImageSampling()).codes
+    images = tiny.decode_images(codes)
+    questions = [["is there a red circle ?", "is the dog left of the tree ?", "is there a cat ?"],
+                 ["is there a dog ?"],
+                 []]
+    shared = tiny.yes_no_scores(images, questions)
+    full = tiny.yes_no_scores(images, questions, share_prefix=False)
+    assert [len(s.p_yes) for s in shared] == [3, 1, 0]
+    for s, f in zip(shared, full):
+        torch.testing.assert_close(s.p_yes, f.p_yes, atol=1e-5, rtol=0)
+        torch.testing.assert_close(s.p_no, f.p_no, atol=1e-5, rtol=0)
+        assert ((s.score >= -1) & (s.score <= 1)).all()
+    # different questions about one image get different answers (each suffix is really read)
+    assert shared[0].p_yes[0] != shared[0].p_yes[2]
+
+
+def test_yes_no_takes_the_larger_case_variant(tiny):
+    # the tiny vocabulary lowercases, so "Yes" and "yes" are one token; both must map to it
+    assert tiny.yes_ids == [tiny.tokenizer.convert_tokens_to_ids("yes")]
+    assert tiny.no_ids == [tiny.tokenizer.convert_tokens_to_ids("no")]
+
+
+def test_object_attention_shapes_and_padding_invariance(tiny):
+    codes = tiny.generate_image_tokens(PROMPTS, [0, 1, 2, 3], ImageSampling()).codes
+    words = [["red", "circle"], ["cats", "tree"], ["dog"], ["square", "star"]]
+    batch = tiny.object_attention(PROMPTS, codes, words)
+    L = tiny.janus.config.text_config.num_hidden_layers
+    assert [tuple(a.shape) for a in batch] == [(L, len(w), tiny.num_image_tokens) for w in words]
+    assert all(((a >= 0) & (a <= 1)).all() for a in batch)
+    alone = tiny.object_attention(PROMPTS[:1], codes[:1], words[:1])
+    torch.testing.assert_close(alone[0], batch[0], atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match="does not occur"):
+        tiny.object_attention(PROMPTS[:1], codes[:1], [["zebra"]])
+
+
+def test_empty_and_mismatched_inputs_raise_clear_errors(tiny):
+    with pytest.raises(InputError, match="empty"):
+        tiny.generate_image_tokens([], [], ImageSampling())
+    with pytest.raises(InputError, match="one seed per prompt"):
+        tiny.generate_image_tokens(PROMPTS, [0], ImageSampling())
+    with pytest.raises(InputError, match="not one string"):
+        tiny.generate_text("a red circle", [0])
+    with pytest.raises(InputError, match="no images"):
+        tiny.yes_no_scores([], [])
+
+
+def test_save_load_round_trip_is_bit_identical(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path)
+    again = JanusAdapter.from_pretrained(str(tmp_path))
+    a, b = tiny.janus.state_dict(), again.janus.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sampling = ImageSampling()
+    assert torch.equal(tiny.generate_image_tokens(PROMPTS, [5] * 4, sampling).codes,
+                       again.generate_image_tokens(PROMPTS, [5] * 4, sampling).codes)
+    assert again.format_prompt("a dog", "image") == tiny.format_prompt("a dog", "image")
+
+
+def test_loading_errors_name_the_problem(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        JanusAdapter.from_pretrained(str(tmp_path / "nope"))
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        JanusAdapter.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ModelLoadError, match="model_type is 'llama'"):
+        JanusAdapter.from_pretrained(str(tmp_path))
