@@ -91,3 +91,12 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
     target = uniforms.to(cdf.device, torch.float64).unsqueeze(-1) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
     return tokens.clamp_(max=logits.shape[-1] - 1)
+
+
+def item_seed(run_seed: int, item_id: str, slot: int = 0) -> int:
+    """A 63-bit seed from (run seed, item id, slot): every random draw of an item derives from its identity,
+    never from its position in a batch or shard."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{run_seed}\x1f{item_id}\x1f{slot}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

@@ -1,0 +1,108 @@
+"""Fixed evaluation sets, the dev split and bootstrap summaries."""
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ospo.shapeworld import evalsets
+from ospo.shapeworld.evalsets import (
+    COMPBENCH_TASKS, DATA_DIR, EVAL_SETS, GENEVAL_TASKS, ImageResult, build_eval_set, dev_split, eval_prompt_texts,
+    geneval_metadata, load_eval_set, summarize, write_eval_sets,
+)
+
+GENEVAL_SUBCATEGORIES = {
+    "single_object": "object1", "two_object": "object2", "counting": "numeracy1",
+    "colors": "color1", "position": "spatial", "color_attr": "color2",
+}
+
+
+def test_shipped_files_are_exactly_what_the_generator_writes(tmp_path):
+    for path in write_eval_sets(tmp_path):
+        assert path.read_bytes() == (DATA_DIR / path.name).read_bytes(), path.name
+
+
+def test_loaded_sets_match_the_generator():
+    for name in EVAL_SETS:
+        assert load_eval_set(name) == build_eval_set(name)
+
+
+def test_geneval_mirror_takes_at_most_half_of_each_task_space():
+    counts = Counter(r.task for r in load_eval_set("geneval"))
+    assert tuple(counts) == GENEVAL_TASKS
+    for task in GENEVAL_TASKS:
+        space = len(evalsets._geneval_space(task))
+        assert counts[task] == min(100, math.ceil(space / 2)), task
+    assert counts["color_attr"] == 100 and counts["position"] == 40
+
+
+def test_compbench_mirror_has_100_prompts_per_category():
+    counts = Counter(r.task for r in load_eval_set("compbench"))
+    assert counts == {task: 100 for task in COMPBENCH_TASKS}
+
+
+@pytest.mark.parametrize("name", EVAL_SETS)
+def test_records_parse_and_carry_genevals_metadata(name):
+    records = load_eval_set(name)
+    assert len({r.prompt for r in records}) == len(records)
+    assert len({r.id for r in records}) == len(records)
+    expected = GENEVAL_SUBCATEGORIES if name == "geneval" else COMPBENCH_TASKS
+    for record in records:
+        spec = record.spec
+        assert record.metadata == geneval_metadata(spec)
+        assert spec.subcategory == expected[record.task]
+        assert spec.background is None
+        if record.task == "counting":
+            count = spec.objects[0].count
+            assert record.metadata["exclude"] == [{"shape": spec.objects[0].shape, "count": count + 1}]
+        if record.task == "position":
+            assert spec.relation.kind in ("left of", "right of", "above", "below")
+
+
+def test_eval_prompt_texts_cover_both_sets_without_overlap():
+    geneval = {r.prompt for r in load_eval_set("geneval")}
+    compbench = {r.prompt for r in load_eval_set("compbench")}
+    assert eval_prompt_texts() == geneval | compbench
+    assert not geneval & compbench
+
+
+def test_dev_split_is_deterministic_and_disjoint_from_evaluation():
+    dev = dev_split()
+    assert dev == dev_split()
+    prompts = [r.prompt for r in dev]
+    assert len(set(prompts)) == len(prompts)
+    assert not set(prompts) & eval_prompt_texts()
+    counts = Counter(r.task for r in dev)
+    assert counts["complex"] == 50 and counts["spatial"] == 50
+    assert counts["numeracy1"] == (15 - 8) // 2  # half of what evaluation leaves
+    assert {r.prompt for r in dev_split(seed=8)} != set(prompts)
+
+
+def _results(scores_per_prompt: dict[str, list[float]], task: str = "colors"):
+    return [ImageResult(p, task, s) for p, scores in scores_per_prompt.items() for s in scores]
+
+
+def test_summarize_means_over_images_and_over_tasks():
+    results = _results({"a": [1, 1], "b": [0, 0], "c": [1, 0]}) + _results({"d": [1]}, task="position")
+    summary = summarize(results)
+    colors, position = summary.tasks["colors"], summary.tasks["position"]
+    assert (colors.mean, colors.num_prompts, colors.num_images) == (0.5, 3, 6)
+    assert (position.mean, position.low, position.high) == (1.0, 1.0, 1.0)
+    assert summary.overall.mean == 0.75
+    for estimate in (colors, summary.overall):
+        assert estimate.low <= estimate.mean <= estimate.high
+
+
+def test_bootstrap_interval_narrows_with_more_prompts_and_is_seeded():
+    rng = np.random.default_rng(0)
+    def width(num_prompts):
+        scores = {f"p{i}": [float(s) for s in rng.random(4) < 0.6] for i in range(num_prompts)}
+        estimate = summarize(_results(scores)).tasks["colors"]
+        assert estimate.low <= estimate.mean <= estimate.high
+        return estimate.high - estimate.low
+    assert width(400) < width(25) / 2
+    results = _results({f"p{i}": [i % 2] for i in range(30)})
+    assert summarize(results, seed=3) == summarize(results, seed=3)
+    with pytest.raises(ValueError, match="no results"):
+        summarize([])
