@@ -1,0 +1,229 @@
+"""The ShapeWorld pretraining mixture: text-to-image, yes/no VQA and the OSPO text tasks.
+
+Every sampler is a pure function of a numpy Generator (same generator state -> same example), so
+pretraining can seed each step from (seed, phase, step) and resume exactly. All text is written
+with spaces around punctuation ("background , a red circle"), which the word-level tokenizer splits
+the same way as "background, a red circle", so every whitespace-separated word is a vocabulary word.
+Nothing is excluded here: keeping evaluation prompts out is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ospo.shapeworld import tasks
+from ospo.shapeworld.captions import SUBCATEGORIES, ObjectClause, Spec, caption
+from ospo.shapeworld.codes import scene_to_codes
+from ospo.shapeworld.edits import EDITS, perturb
+from ospo.shapeworld.questions import Question, decompose, matches, question_text, truth
+from ospo.shapeworld.render import render
+from ospo.shapeworld.sampler import densify, sample_scene, sample_spec
+from ospo.shapeworld.world import (
+    BACKGROUNDS, COLORS, GRID, MAX_COUNT, RELATIONS, SHAPES, TEXTURES, Obj, Scene, region_of, relations_between,
+)
+from ospo.templates import TemplateSet
+
+TEXT_TASKS = ("elements", "prompt", "perturb", "densify", "decompose")
+P_DENSE = 0.4  # share of text-to-image / VQA prompts in dense form
+P_NEGATIVE = 0.25  # share of prompts replaced by a perturbation of themselves (negatives get generated too)
+MAX_RANDOM_OBJECTS = 6
+_KINDS, _KIND_WEIGHTS = ("exists", "count", "relation", "background"), (0.3, 0.3, 0.3, 0.1)
+_FLIP = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+@dataclass(frozen=True)
+class T2IExample:
+    prompt: str
+    codes: np.ndarray  # (GRID * GRID,) int64, row-major
+
+
+@dataclass(frozen=True)
+class VQAExample:
+    image: np.ndarray  # (128, 128, 3) uint8
+    question: str  # the whole user text after the image (TemplateSet.vqa applied)
+    answer: str  # "yes" or "no"
+
+
+@dataclass(frozen=True)
+class TextExample:
+    instruction: str
+    answer: str
+
+
+def spaced(text: str) -> str:
+    """`text` with every punctuation mark as its own word: "background, a" -> "background , a"."""
+    return " ".join(re.sub(r"([.,?:])", r" \1 ", text).split())
+
+
+def _choice(rng: np.random.Generator, items):
+    items = list(items)
+    return items[int(rng.integers(len(items)))]
+
+
+def _coin(rng: np.random.Generator, p: float = 0.5) -> bool:
+    return bool(rng.random() < p)
+
+
+def sample_prompt_spec(rng: np.random.Generator, dense_p: float = P_DENSE) -> Spec:
+    """A spec of a uniformly drawn sub-category, sometimes perturbed (so negatives' forms such as
+    "a red circle and a square" occur), sometimes densified."""
+    spec = sample_spec(rng, _choice(rng, SUBCATEGORIES))
+    if _coin(rng, P_NEGATIVE):
+        spec = perturb(spec, _choice(rng, EDITS), rng) or spec
+    return densify(spec, rng) if _coin(rng, dense_p) else spec
+
+
+def sample_t2i(rng: np.random.Generator) -> T2IExample:
+    """A caption (short or dense, any sub-category) and the codes of a scene that realises it."""
+    spec = sample_prompt_spec(rng)
+    return T2IExample(spaced(caption(spec)), scene_to_codes(sample_scene(spec, rng)))
+
+
+# ------------------------------------------------------------------------------------------------ VQA
+def random_scene(rng: np.random.Generator, max_objects: int = MAX_RANDOM_OBJECTS) -> Scene:
+    """1..max_objects objects in random cells with random attributes. Shapes come from a random
+    subset of 1-5 shapes, so repeated shapes (and count questions about them) are common."""
+    n = int(rng.integers(1, max_objects + 1))
+    shapes = rng.choice(SHAPES, size=int(rng.integers(1, len(SHAPES) + 1)), replace=False)
+    cells = rng.choice(GRID * GRID, size=n, replace=False)
+    objects = tuple(Obj(str(_choice(rng, shapes)), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID,
+                        int(c) % GRID) for c in cells)
+    return Scene(objects, _choice(rng, BACKGROUNDS))
+
+
+def _describe(obj: Obj, rng: np.random.Generator) -> ObjectClause:
+    """A count-1 clause that `obj` fits, naming each of its attributes with some probability."""
+    return ObjectClause(obj.shape, 1, obj.color if _coin(rng, 0.6) else None, obj.texture if _coin(rng, 0.4) else None,
+                        region_of(obj.row, obj.col) if _coin(rng, 0.2) else None)
+
+
+def _true_question(scene: Scene, kind: str, rng: np.random.Generator) -> Question | None:
+    """A question of `kind` that holds in `scene` (None when the scene offers none, e.g. no count >= 2)."""
+    objects = scene.objects
+    if kind == "background":
+        return Question("background", background=scene.background)
+    if kind == "exists":
+        return Question("exists", _describe(_choice(rng, objects), rng))
+    if kind == "count":
+        obj = _choice(rng, objects)
+        clause = ObjectClause(obj.shape, 1, obj.color if _coin(rng, 0.3) else None)
+        n = sum(matches(o, clause) for o in objects)
+        return Question("count", replace(clause, count=n)) if 2 <= n <= MAX_COUNT else None
+    if len(objects) < 2:
+        return None
+    i, j = rng.choice(len(objects), size=2, replace=False)
+    a, b = objects[i], objects[j]
+    kind = _choice(rng, sorted(relations_between((a.row, a.col), (b.row, b.col))))
+    return Question("relation", _describe(a, rng), kind, _describe(b, rng))
+
+
+def _other(rng: np.random.Generator, values, current):
+    return _choice(rng, [v for v in values if v != current])
+
+
+def _near_clause(clause: ObjectClause, rng: np.random.Generator) -> ObjectClause:
+    """`clause` with one attribute changed or added: the shape, colour or texture."""
+    key = _choice(rng, ("shape", "color", "texture"))
+    values = {"shape": SHAPES, "color": COLORS, "texture": TEXTURES}[key]
+    return replace(clause, **{key: _other(rng, values, getattr(clause, key))})
+
+
+def _near_miss(q: Question, rng: np.random.Generator) -> Question:
+    """A question one step from `q`: a changed attribute, a count off by one, the flipped relation."""
+    if q.kind == "background":
+        return Question("background", background=_other(rng, BACKGROUNDS, q.background))
+    if q.kind == "exists":
+        return Question("exists", _near_clause(q.subject, rng))
+    if q.kind == "count":
+        counts = [n for n in (q.subject.count - 1, q.subject.count + 1) if 2 <= n <= MAX_COUNT]
+        return Question("count", replace(q.subject, count=_choice(rng, counts)))
+    move = _choice(rng, ("flip", "flip", "subject", "object"))
+    if move == "flip":
+        flipped = _FLIP.get(q.relation) or _other(rng, RELATIONS, q.relation)
+        return Question("relation", q.subject, flipped, q.object)
+    if move == "subject":
+        return Question("relation", _near_clause(q.subject, rng), q.relation, q.object)
+    return Question("relation", q.subject, q.relation, _near_clause(q.object, rng))
+
+
+def _question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random.Generator) -> Question:
+    """A question whose true answer about `scene` is `yes`: a question of the prompt (when the scene
+    realises one) or about any of its objects; a "no" one is a near miss of a true one, or, now and
+    then, a random object that is absent."""
+    for _ in range(50):
+        if spec is not None and _coin(rng):
+            base = _choice(rng, decompose(spec))
+        else:
+            base = _true_question(scene, str(rng.choice(_KINDS, p=_KIND_WEIGHTS)), rng)
+        if base is None:
+            continue
+        if not yes:
+            base = _near_miss(base, rng) if _coin(rng, 0.85) else Question(
+                "exists", ObjectClause(_choice(rng, SHAPES), 1, _choice(rng, COLORS)))
+        if truth(base, scene) == yes:
+            return base
+    return Question("background", background=scene.background if yes else _other(rng, BACKGROUNDS, scene.background))
+
+
+def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None) -> VQAExample:
+    """A rendered scene, a yes/no question about it and the exact answer.
+
+    The answer is drawn first with a fair coin (exactly balanced in expectation), then a question
+    with that answer. Scenes come half from prompts (the questions the pipeline will ask) and half
+    from 1-6 random objects (distractors, repeated shapes).
+    """
+    templates = templates or tasks.shapeworld_templates()
+    yes = _coin(rng)
+    if _coin(rng):
+        spec = sample_prompt_spec(rng)
+        scene = sample_scene(spec, rng)
+    else:
+        spec, scene = None, random_scene(rng)
+    question = _question(scene, spec, yes, rng)
+    return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
+
+
+# ------------------------------------------------------------------------------------------------ text tasks
+def _perturbed_pair(rng: np.random.Generator) -> tuple[Spec, str, Spec]:
+    """An edit (uniform over EDITS), a short prompt that allows it, and one such negative.
+
+    Prompts are redrawn until one allows the edit, so swaps are as frequent as replacements although
+    only two-clause prompts can be swapped.
+    """
+    edit = _choice(rng, EDITS)
+    while True:
+        spec = sample_spec(rng, _choice(rng, SUBCATEGORIES))
+        negative = perturb(spec, edit, rng)
+        if negative is not None:
+            return spec, edit, negative
+
+
+def sample_text(rng: np.random.Generator, templates: TemplateSet | None = None) -> TextExample:
+    """One text-task example (task drawn uniformly from TEXT_TASKS) in the `shapeworld` formats."""
+    templates = templates or tasks.shapeworld_templates()
+    task = _choice(rng, TEXT_TASKS)
+    if task == "elements":
+        kind = _choice(rng, tasks.ELEMENTS)
+        instruction, answer = templates.elements(kind), templates.elements_answer(tasks.element_list(kind))
+    elif task == "prompt":
+        subcategory = _choice(rng, SUBCATEGORIES)
+        examples, answer = tasks.prompt_task(subcategory, rng)
+        instruction = templates.prompt(subcategory, examples)
+    elif task == "perturb":
+        spec, edit, negative = _perturbed_pair(rng)
+        instruction = templates.perturb(caption(spec), edit)
+        answer = tasks.stepwise_perturbation(spec, edit, negative, templates)
+    elif task == "densify":
+        spec, _, negative = _perturbed_pair(rng)
+        dense = tasks.densify_pair(spec, negative, rng)
+        instruction = templates.densify(caption(spec), caption(negative))
+        answer = templates.densify_answer(*(caption(d) for d in dense))
+    else:
+        spec = sample_spec(rng, _choice(rng, SUBCATEGORIES))
+        if _coin(rng, 0.3):  # CoPO decomposes negatives too
+            spec = _perturbed_pair(rng)[2]
+        instruction, answer = templates.decompose(caption(spec)), templates.decompose_answer(tasks.decomposition(spec))
+    return TextExample(spaced(instruction), spaced(answer))
