@@ -11,8 +11,10 @@ import os
 import sys
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="hub id (e.g. deepseek-community/Janus-Pro-1B) or local directory")
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, default=None,
+                   help="hub id (e.g. deepseek-community/Janus-Pro-1B) or local directory"
+                   + ("" if required else " (default: the shipped ShapeWorld model)"))
     p.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory to apply on top of --model")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bfloat16 on GPU, float32 on CPU)")
@@ -43,6 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", required=True, action="append", help="question (repeat for several)")
     p.add_argument("--suffix", default=" Please answer yes or no.", help="appended to every question")
     p.set_defaults(func=cmd_ask)
+
+    sw = sub.add_parser("shapeworld", help="the embedded synthetic world").add_subparsers(dest="sw_command",
+                                                                                        metavar="SUBCOMMAND")
+    p = sw.add_parser("pretrain", help="pretrain the tiny ShapeWorld Janus (resumable; rerun the same command)")
+    p.add_argument("--out", required=True, help="checkpoint directory (resumes if it holds an unfinished run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vq-steps", type=int, default=None, help="VQ decoder steps (default: the config's)")
+    p.add_argument("--lm-steps", type=int, default=None, help="mixture steps (default: the config's)")
+    p.add_argument("--keep-state", action="store_true", help="keep optimizer states after the final save")
+    p.set_defaults(func=cmd_shapeworld_pretrain)
+
+    ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="eval_command", metavar="BENCHMARK")
+    p = ev.add_parser("shapeworld", help="ShapeWorld-GenEval / -CompBench, scored by the exact oracle")
+    _add_model_args(p, required=False)
+    p.add_argument("--set", default="geneval", choices=["geneval", "compbench"])
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--limit", type=int, default=None, help="first N prompts of every task")
+    p.add_argument("--cfg-scale", type=float, default=None, help="default: the checkpoint's generation config")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_eval_shapeworld)
     return parser
 
 
@@ -100,11 +124,54 @@ def cmd_ask(args) -> None:
             print(f"{path}\t{q}\tp(yes)={y:.4f}\tp(no)={n:.4f}\tscore={y - n:+.4f}")
 
 
+def cmd_shapeworld_pretrain(args) -> None:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from ospo.shapeworld.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(seed=args.seed)
+    if args.vq_steps is not None:
+        cfg = replace(cfg, vq_steps=args.vq_steps)
+    if args.lm_steps is not None:
+        cfg = replace(cfg, lm_steps=args.lm_steps)
+    bars = {}
+
+    def progress(phase, step, total, metrics):
+        if phase not in bars:
+            bars[phase] = tqdm(total=total, initial=step - 1, desc=f"pretrain {phase}", unit="step")
+        bars[phase].update(step - bars[phase].n)
+        bars[phase].set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k not in ("step", "lr")}, refresh=False)
+
+    info = pretrain(args.out, cfg, progress, keep_state=args.keep_state)
+    for bar in bars.values():
+        bar.close()
+    print(f"saved the ShapeWorld Janus to {args.out}; final metrics: {info['final']}")
+
+
+def cmd_eval_shapeworld(args) -> None:
+    from ospo.evaluate.shapeworld import evaluate_shapeworld, summary_table
+    from ospo.sampling import ImageSampling
+
+    if args.model is None:
+        from ospo.shapeworld import checkpoint_path
+
+        args.model = str(checkpoint_path())
+    model = load_model(args)
+    cfg_scale = args.cfg_scale if args.cfg_scale is not None else (model.janus.generation_config.guidance_scale or 1.0)
+    summary = evaluate_shapeworld(model, args.set, args.out, args.images_per_prompt,
+                                  ImageSampling(cfg_scale=cfg_scale, temperature=args.temperature), args.seed,
+                                  args.limit)
+    print(summary_table(summary))
+    print(f"results.json, table.md and contact_sheet.png in {args.out}")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
+    if not args.command or getattr(args, "func", None) is None:
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.debug:

@@ -1,0 +1,337 @@
+"""Pretraining the tiny ShapeWorld Janus on 2 CPU cores: `ospo shapeworld pretrain --out DIR [--seed S]`.
+
+Two phases, both checkpointed and resumable (the data of step s is drawn from a generator seeded with
+(seed, phase, s), so a resumed run sees exactly the batches an uninterrupted one would):
+1. VQ decoder: codes by construction (codes.py) -> learn the codebook vectors and decoder that paint each
+   code's 16 px cell, on random whole code grids.
+2. Everything else but the VQ: text-to-image (caption -> codes, with unconditional rows for CFG), yes/no VQA
+   on rendered images, and the text tasks the OSPO stages ask of the model (mixture.py).
+The result is saved with `save_pretrained` (safetensors) and loads through `JanusAdapter.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ospo.artifacts import atomic_write_text
+from ospo.sampling import ImageSampling
+from ospo.shapeworld import codes as world_codes
+from ospo.tiny import TinyJanusSpec
+
+log = logging.getLogger(__name__)
+
+DATA_VERSION = 1  # bump when the mixture's content changes: the checkpoint records it
+
+
+def shapeworld_spec(vocab_words=()) -> TinyJanusSpec:
+    """The shipped model's sizes: one SigLIP patch and one VQ code per 16 px cell (8x8 = 64 tokens)."""
+    # VQ: 64 channels at every level (GroupNorm(32) needs >= 2 channels a group to keep absolute colour) and one
+    # residual block a level keep the decoder cheap enough to train on 2 cores.
+    return TinyJanusSpec(image_size=128, patch_size=16, vq_channel_multiplier=(1, 1, 1, 1, 1), hidden_size=256,
+                         num_layers=4, num_heads=8, intermediate_size=768, vision_hidden_size=128, vision_layers=2,
+                         codebook_size=world_codes.num_codes(), vq_embed_dim=16, vq_base_channels=64,
+                         vq_num_res_blocks=0, max_position_embeddings=256, extra_words=tuple(vocab_words))
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 0
+    vq_steps: int = 600  # VQ decoder steps
+    vq_batch: int = 6
+    vq_lr: float = 2e-3
+    lm_steps: int = 2400  # steps of the LM mixture
+    batch_t2i: int = 32
+    batch_vqa: int = 24
+    batch_text: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    p_uncond: float = 0.1  # share of text-to-image rows trained as the unconditional CFG branch
+    checkpoint_every: int = 100
+    eval_every: int = 600  # dev-split evaluation (0 = never)
+    threads: int = 2
+
+
+# ------------------------------------------------------------------------------------------------ VQ decoder
+def decode_crop(vq, codes: torch.Tensor) -> torch.Tensor:
+    """Decodes a (B, h, w) code grid to (B, 3, 16h, 16w) pixels in [-1, 1] (the path of `vqmodel.decode`)."""
+    b, h, w = codes.shape
+    emb = F.normalize(vq.quantize.embedding(codes), dim=-1).permute(0, 3, 1, 2)  # (B, D, h, w)
+    return vq.decoder(vq.post_quant_conv(emb))
+
+
+def vq_batch(rng: np.random.Generator, batch: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random full code grids (one background each; glyph density from sparse scenes to crowded boards, as
+    generated images have) and the pixels they must decode to. The decoder's GroupNorm and attention see
+    whole-image statistics, so it is trained on whole images, not crops."""
+    table = world_codes.code_table()
+    by_bg: dict[str, list[int]] = {}
+    for k, entry in enumerate(table):
+        by_bg.setdefault(entry[-1], []).append(k)  # entry 0 of each list is the empty code (empties come first)
+    grids = np.empty((batch, size, size), dtype=np.int64)
+    for i in range(batch):
+        ids = by_bg[list(by_bg)[rng.integers(len(by_bg))]]
+        density = rng.choice([0.03, 0.08, 0.15, 0.3, 0.6])
+        glyphs = rng.choice(ids[1:], size=(size, size))
+        grids[i] = np.where(rng.random((size, size)) < density, glyphs, ids[0])
+    cells = world_codes.code_pixels()[grids]  # (B, h, w, 16, 16, 3)
+    pixels = cells.transpose(0, 1, 3, 2, 4, 5).reshape(batch, size * 16, size * 16, 3)
+    target = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return torch.from_numpy(grids), target
+
+
+def init_code_embeddings(model) -> None:
+    """Factorised code vectors (codes.code_features) as the frozen VQ codebook and as the initial image-token
+    embeddings of the LM."""
+    features = torch.from_numpy(world_codes.code_features(model.config.vq_config.embed_dim))
+    with torch.no_grad():
+        model.model.vqmodel.quantize.embedding.weight.copy_(features)
+        model.model.generation_embeddings.weight.copy_(features)
+    model.model.vqmodel.quantize.embedding.weight.requires_grad_(False)
+
+
+def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
+    vq = model.model.vqmodel
+    params = list(vq.post_quant_conv.parameters()) + list(vq.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vq_lr, weight_decay=0.0)
+    start = _load_state(state_dir, "vq", model, opt)
+    vq.train()
+    losses = []
+    for step in range(start, cfg.vq_steps):
+        for g in opt.param_groups:
+            g["lr"] = cfg.vq_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vq_steps))
+        codes, target = vq_batch(np.random.default_rng([cfg.seed, 1, step]), cfg.vq_batch)
+        error = (decode_crop(vq, codes) - target).abs()
+        # glyphs cover a few cells: weight their pixels up so the decoder cannot settle for painting backgrounds
+        foreground = (target != target[:, :, :1, :1]).any(1, keepdim=True).float()
+        loss = (error * (1 + 9 * foreground)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress:
+            progress(step + 1, cfg.vq_steps, {"vq_l1": loss.item()})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vq_steps:
+            _save_state(state_dir, "vq", step + 1, model, opt, {"vq_l1": float(np.mean(losses[-20:]))})
+    vq.eval()
+    return {"vq_l1": float(np.mean(losses[-20:])) if losses else None}
+
+
+# ------------------------------------------------------------------------------------------------ LM mixture
+def _lr(cfg: PretrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.lm_steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def t2i_loss(adapter, prompts: list[str], codes: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy of the image codes given the prompt; rows flagged `uncond` see the CFG
+    unconditional prompt instead, so that guidance has a trained unconditional branch."""
+    ids, mask = adapter._image_prompt_ids(prompts)
+    ids = torch.where(uncond[:, None], adapter.uncond_ids(ids), ids)
+    logits, _ = adapter.image_token_logits(ids, mask, codes)
+    return F.cross_entropy(logits.flatten(0, 1).float(), codes.flatten())
+
+
+def answer_loss(adapter, users: list[str], answers: list[str], images=None) -> torch.Tensor:
+    """Token-mean cross-entropy of `answer + EOS` after the chat-formatted user turn (with an image if given)."""
+    tok, janus = adapter.tokenizer, adapter.janus
+    texts = []
+    for user, answer in zip(users, answers):
+        content = ([{"type": "image"}] if images is not None else []) + [{"type": "text", "text": user}]
+        texts.append(adapter.processor.apply_chat_template(
+            [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]))
+    kwargs = {"images": list(images)} if images is not None else {}
+    enc = adapter.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
+    n_answer = torch.tensor([len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers])
+    keep = int(n_answer.max()) + 1
+    out = janus(**enc, logits_to_keep=keep)  # logits of the last `keep` positions
+    logits = out.logits[:, :-1]  # position j predicts token j + 1
+    targets = enc["input_ids"][:, -keep + 1:]
+    pos = torch.arange(keep - 1).expand(len(texts), -1)
+    weight = (pos >= (keep - 1) - n_answer[:, None]).float()
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(weight)
+    return (nll * weight).sum() / weight.sum()
+
+
+def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2):
+    """The mixture examples of one step, drawn from a generator seeded with (seed, stream, step)."""
+    from ospo.shapeworld import mixture
+
+    rng = np.random.default_rng([cfg.seed, stream, step])
+    return ([mixture.sample_t2i(rng) for _ in range(cfg.batch_t2i)],
+            [mixture.sample_vqa(rng) for _ in range(cfg.batch_vqa)],
+            [mixture.sample_text(rng) for _ in range(cfg.batch_text)],
+            rng.random(cfg.batch_t2i) < cfg.p_uncond)
+
+
+def lm_step_loss(adapter, batch) -> dict[str, torch.Tensor]:
+    t2i, vqa, text, uncond = batch
+    codes = torch.from_numpy(np.stack([e.codes for e in t2i]))
+    return {"t2i": t2i_loss(adapter, [e.prompt for e in t2i], codes, torch.from_numpy(uncond)),
+            "vqa": answer_loss(adapter, [e.question for e in vqa], [e.answer for e in vqa], [e.image for e in vqa]),
+            "text": answer_loss(adapter, [e.instruction for e in text], [e.answer for e in text])}
+
+
+def lm_parameters(model) -> list:
+    """Everything but the (frozen) VQ tokenizer."""
+    return [p for n, p in model.named_parameters() if not n.startswith("model.vqmodel.")]
+
+
+def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
+    model = adapter.janus
+    params = lm_parameters(model)
+    for p in model.model.vqmodel.parameters():
+        p.requires_grad_(False)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    start = _load_state(state_dir, "lm", model, opt)
+    recent: list[dict] = []
+    log_path = state_dir / "log.jsonl"
+    if log_path.exists():  # rows written after the checkpoint we resume from are redone: drop them
+        rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
+        atomic_write_text(log_path, "".join(r + "\n" for r in rows))
+    for step in range(start, cfg.lm_steps):
+        model.train()
+        model.model.vqmodel.eval()
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        losses = lm_step_loss(adapter, lm_batch(cfg, step))
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if not torch.isfinite(loss):
+            from ospo.errors import OspoError
+
+            raise OspoError(f"pretraining loss became {loss.item()} at step {step}; the last checkpoint is kept")
+        opt.step()
+        row = {"step": step + 1, "lr": _lr(cfg, step), "grad_norm": float(grad_norm),
+               **{k: v.item() for k, v in losses.items()}}
+        recent.append(row)
+        if progress:
+            progress(step + 1, cfg.lm_steps, row)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.lm_steps:
+            metrics = {}
+            if evaluate is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps):
+                model.eval()
+                metrics = evaluate(adapter)
+            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "grad_norm")}
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step + 1, "lr": row["lr"], **mean, **metrics}) + "\n")
+            recent = []
+            _save_state(state_dir, "lm", step + 1, model, opt, {**mean, **metrics})
+    model.eval()
+    return json.loads((state_dir / "position.json").read_text())["metrics"]
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def _save_state(state_dir: Path, phase: str, step: int, model, opt, metrics: dict) -> None:
+    """Atomically replaces the resumable state: model weights (safetensors), optimizer state, position."""
+    from safetensors.torch import save_file
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp_model, tmp_opt = state_dir / "model.safetensors.tmp", state_dir / "optimizer.pt.tmp"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_model))
+    torch.save(opt.state_dict(), tmp_opt)
+    tmp_model.replace(state_dir / "model.safetensors")
+    tmp_opt.replace(state_dir / f"optimizer-{phase}.pt")
+    atomic_write_text(state_dir / "position.json", json.dumps({"phase": phase, "step": step, "metrics": metrics}))
+
+
+def _load_state(state_dir: Path, phase: str, model, opt) -> int:
+    """Restores the state of `phase` if a checkpoint of it (or of a later phase) exists; returns the step."""
+    from safetensors.torch import load_file
+
+    pos_file = state_dir / "position.json"
+    if not pos_file.exists():
+        return 0
+    pos = json.loads(pos_file.read_text())
+    order = ["vq", "lm"]
+    if order.index(pos["phase"]) < order.index(phase):
+        model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
+        return 0
+    model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
+    if pos["phase"] == phase:
+        opt.load_state_dict(torch.load(state_dir / f"optimizer-{phase}.pt", weights_only=True))
+        log.info("resuming %s at step %d", phase, pos["step"])
+        return pos["step"]
+    return 10**9  # this phase finished earlier
+
+
+def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
+    """The config a resumed run must keep using; a new run writes its own."""
+    path = out_dir / "state" / "pretrain_config.json"
+    if path.exists():
+        saved = PretrainConfig(**json.loads(path.read_text()))
+        if saved != cfg:
+            from ospo.errors import OspoError
+
+            raise OspoError(f"{out_dir} holds a pretraining run with another config; use a new --out or the same "
+                            f"settings (saved: {path})")
+        return saved
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(asdict(cfg), indent=1))
+    return cfg
+
+# ------------------------------------------------------------------------------------------------ driver
+def dev_evaluate(adapter, cfg: PretrainConfig, num_per_subcategory: int = 6, num_vqa: int = 192) -> dict:
+    """Quick dev-split numbers (never the evaluation sets): GenEval-rule accuracy of generated images, VQA
+    accuracy on held-out renders and on the model's own images."""
+    from ospo.evaluate import shapeworld as sw_eval
+    from ospo.shapeworld import evalsets, mixture
+    from ospo.templates import load_templates
+
+    records = evalsets.dev_split(num_per_subcategory)
+    sampling = ImageSampling(cfg_scale=adapter.janus.generation_config.guidance_scale or 1.0)
+    scored, images = sw_eval.generate_and_score(adapter, records, 1, sampling, seed=cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 9])
+    held_out = [mixture.sample_vqa(rng) for _ in range(num_vqa)]
+    from PIL import Image
+
+    vqa = sw_eval.vqa_accuracy(adapter, [Image.fromarray(e.image) for e in held_out], [[e.question] for e in held_out],
+                               [[e.answer] for e in held_out])
+    own = sw_eval.self_vqa_on_generated(adapter, records, scored, images, load_templates("shapeworld").vqa)
+    return {"dev_geneval": float(np.mean([s.score for s in scored])), "dev_vqa_renders": vqa, "dev_vqa_own": own}
+
+
+def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progress=None,
+             keep_state: bool = False, spec: TinyJanusSpec | None = None) -> dict:
+    """Runs (or resumes) pretraining into `out_dir`; returns the final metrics."""
+    from ospo.model import JanusAdapter
+    from ospo.shapeworld.world import vocabulary
+    from ospo.tiny import build_tiny_janus
+
+    torch.set_num_threads(cfg.threads)
+    out, state_dir = Path(out_dir), Path(out_dir) / "pretrain-state"
+    cfg = load_config(out, cfg)
+    model, processor = build_tiny_janus(spec or shapeworld_spec(), vocabulary(), seed=cfg.seed)
+    model.generation_config.guidance_scale = 3.0
+    init_code_embeddings(model)
+    vq_metrics = train_vq_decoder(model, cfg, state_dir, progress and (lambda s, n, m: progress("vq", s, n, m)))
+    adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
+    metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
+                       evaluate=lambda a: dev_evaluate(a, cfg))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    info = {"pretrain_config": asdict(cfg), "data_version": DATA_VERSION, "vq": vq_metrics, "final": metrics}
+    atomic_write_text(out / "pretrain.json", json.dumps(info, indent=1))
+    if (state_dir / "log.jsonl").exists():
+        atomic_write_text(out / "pretrain_log.jsonl", (state_dir / "log.jsonl").read_text())
+    if not keep_state:
+        for f in state_dir.glob("optimizer-*.pt"):
+            f.unlink()
+    return info

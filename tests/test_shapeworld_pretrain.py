@@ -1,0 +1,76 @@
+"""Pretraining machinery: codes by construction, the decoder's training data, losses, exact resume."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ospo.shapeworld import codes as world_codes
+from ospo.shapeworld import sampler
+from ospo.shapeworld.captions import SUBCATEGORIES
+from ospo.shapeworld.pretrain import PretrainConfig, pretrain, shapeworld_spec, vq_batch
+from ospo.shapeworld.render import render
+
+
+def test_codes_paint_exactly_what_the_renderer_draws_and_invert():
+    rng = np.random.default_rng(0)
+    for sub in SUBCATEGORIES:
+        scene = sampler.sample_scene(sampler.sample_spec(rng, sub), rng)
+        codes = world_codes.scene_to_codes(scene)
+        assert codes.shape == (64,)
+        assert np.array_equal(world_codes.paint_codes(codes), render(scene))
+        assert world_codes.codes_to_scene(codes) == scene
+
+
+def test_codes_to_scene_rejects_mixed_backgrounds_and_unknown_codes():
+    table = world_codes.code_table()
+    empties = [k for k, e in enumerate(table) if e[0] == "empty"]
+    mixed = np.array([empties[0]] * 63 + [empties[1]])
+    assert world_codes.codes_to_scene(mixed) is None
+    assert world_codes.codes_to_scene(np.full(64, len(table))) is None
+    assert world_codes.num_codes() == shapeworld_spec().codebook_size
+
+
+def test_vq_batch_targets_match_codes():
+    codes, target = vq_batch(np.random.default_rng(1), 3)
+    assert codes.shape == (3, 8, 8) and target.shape == (3, 3, 128, 128)
+    pixels = ((target[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    assert np.array_equal(pixels, world_codes.paint_codes(codes[0].numpy()))
+
+
+SMALL = PretrainConfig(vq_steps=2, vq_batch=2, lm_steps=3, batch_t2i=3, batch_vqa=2, batch_text=2,
+                       checkpoint_every=1, eval_every=0, warmup_steps=1)
+
+
+def small_spec():
+    return replace(shapeworld_spec(), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                   vision_hidden_size=32, vision_layers=1)
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    pretrain(tmp_path / "a", SMALL, spec=small_spec())
+
+    def crash(phase, step, total, metrics):
+        if phase == "lm" and step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "b", SMALL, progress=crash, spec=small_spec())
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    pretrain(tmp_path / "b", SMALL, spec=small_spec())
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in
+             (tmp_path / "b" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # the step redone after the crash is logged once
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    from ospo.errors import OspoError
+
+    pretrain(tmp_path, SMALL, spec=small_spec())
+    with pytest.raises(OspoError, match="another config"):
+        pretrain(tmp_path, replace(SMALL, lm_steps=4), spec=small_spec())
