@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -72,3 +73,113 @@ def load_image(path: str | Path):
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(f"image {path} is not a readable image ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------- run directories
+class StageMismatch(OspoError):
+    """A stage directory made with another config, model or inputs than the current run asks for."""
+
+
+def read_jsonl(path: str | Path) -> list:
+    """Records of a JSONL file written by `write_jsonl`."""
+    from ospo.records import from_json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(from_json(line))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ArtifactError(f"{path}:{n} is not a valid record ({e})") from None
+    return out
+
+
+def write_jsonl(path: str | Path, records) -> None:
+    from ospo.records import to_json
+
+    atomic_write_text(path, "".join(to_json(r) + "\n" for r in records))
+
+
+def file_hash(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+class StageDir:
+    """One stage's folder in a run directory.
+
+    Work is done in chunks; each finished chunk is one atomically written file `parts/<key>.jsonl` (records
+    and Rejected records together), so a killed run loses at most the chunks in flight and a rerun skips
+    finished ones. `finish` merges the parts, sorted by id, into `records.jsonl` and `rejected.jsonl` and writes
+    `manifest.json` last: a stage is complete exactly when its manifest exists.
+    """
+
+    def __init__(self, run_dir: str | Path, name: str):
+        self.name = name
+        self.path = Path(run_dir) / name
+        self.parts = self.path / "parts"
+
+    # -- identity: what this stage's output depends on
+    def claim(self, identity: dict) -> None:
+        """Records (or checks) what the stage is computed from; refuses a directory made from something else."""
+        path = self.path / "identity.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old != identity:
+                diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+                raise StageMismatch(f"stage '{self.name}' in {self.path.parent} was made with a different "
+                                    f"{', '.join(diff)}; use a new run directory (or delete {self.path})")
+            return
+        self.parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(identity, indent=1, sort_keys=True))
+
+    # -- chunks
+    def part_path(self, key: str) -> Path:
+        return self.parts / f"{key}.jsonl"
+
+    def has_part(self, key: str) -> bool:
+        return self.part_path(key).exists()
+
+    def write_part(self, key: str, records) -> None:
+        write_jsonl(self.part_path(key), records)
+
+    def read_parts(self) -> list:
+        return [r for p in sorted(self.parts.glob("*.jsonl")) for r in read_jsonl(p)]
+
+    # -- completion
+    @property
+    def complete(self) -> bool:
+        return (self.path / "manifest.json").exists()
+
+    def finish(self, manifest: dict) -> dict:
+        from collections import Counter
+
+        from ospo.records import Rejected
+
+        everything = self.read_parts()
+        ids = [r.id for r in everything]
+        if len(ids) != len(set(ids)):
+            raise ArtifactError(f"stage '{self.name}': duplicate ids in {self.parts}")
+        records = sorted((r for r in everything if not isinstance(r, Rejected)), key=lambda r: r.id)
+        rejected = sorted((r for r in everything if isinstance(r, Rejected)), key=lambda r: r.id)
+        write_jsonl(self.path / "records.jsonl", records)
+        write_jsonl(self.path / "rejected.jsonl", rejected)
+        manifest = {**manifest, "stage": self.name,
+                    "counts": {**manifest.get("counts", {}), "out": len(records), "rejected": len(rejected),
+                               "rejected_by_reason": dict(Counter(r.reason for r in rejected))},
+                    "records_hash": file_hash(self.path / "records.jsonl")}
+        atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+        return manifest
+
+    def manifest(self) -> dict:
+        if not self.complete:
+            raise ArtifactError(f"stage '{self.name}' has not finished in {self.path.parent}; run it first")
+        return json.loads((self.path / "manifest.json").read_text())
+
+    def records(self) -> list:
+        self.manifest()
+        return read_jsonl(self.path / "records.jsonl")

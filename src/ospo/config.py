@@ -1,0 +1,191 @@
+"""Run configuration: declared once as frozen dataclasses, loaded from YAML, overridden with `--set a.b=c`.
+
+Unknown keys are errors that name the key and suggest the closest one; values are type-checked; the resolved
+config (with its hash) is written into every stage directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ospo.errors import OspoError
+
+
+class ConfigError(OspoError, ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+SHAPEWORLD_COUNTS = {"object1": 6, "object2": 10, "color1": 12, "color2": 24, "texture1": 10, "texture2": 20,
+                     "spatial": 30, "numeracy1": 8, "numeracy2": 24, "complex": 30}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "shapeworld"  # hub id, directory, or "shapeworld" (the checkpoint shipped in the package)
+    adapter: str | None = None  # PEFT LoRA adapter applied on top
+    dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
+    device: str = "auto"  # auto = cuda if available
+    batch_size: int = 16  # items per forward pass
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Sampling for a text task."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    mode: str = "in-context"  # "in-context" (v2/v3: the model writes prompts from examples) or "elements" (v1)
+    counts: dict = field(default_factory=lambda: dict(SHAPEWORLD_COUNTS))  # prompts per sub-category
+    num_examples: int = 2  # in-context examples per request
+    refresh_every: int = 2  # batches between refreshes of the example pool with the model's own prompts
+    oversample: float = 2.0  # requests per wanted prompt (duplicates and malformed outputs are dropped)
+    sampling: TextConfig = TextConfig(max_new_tokens=40, temperature=1.0)
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    num_negatives: int = 3  # negative slots per prompt
+    sampling: TextConfig = TextConfig(max_new_tokens=64)
+
+
+@dataclass(frozen=True)
+class DensifyConfig:
+    enabled: bool = True  # False: images come from the short prompts
+    sampling: TextConfig = TextConfig(max_new_tokens=80)
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    cfg_scale: float = 3.0  # Janus-Pro: 5
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class QuestionsConfig:
+    decompose_negatives: bool = True  # needed by the conditional (CoPO) loss
+    max_questions: int = 12
+    sampling: TextConfig = TextConfig(max_new_tokens=64)
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    rule: str = "v2"  # v1 | v2 | v3
+    chosen_threshold: float = 0.5  # v2: every s_k of a chosen image above this
+    rejected_threshold: float = -0.5  # v2: some s_k of a rejected image below this
+    v3_tau: float = 0.6  # v3: chosen needs S >= tau
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    templates: str = "shapeworld"  # template set name or YAML path
+    exclude_eval_prompts: bool = True  # drop prompts of the ShapeWorld evaluation sets
+    model: ModelConfig = ModelConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    perturb: PerturbConfig = PerturbConfig()
+    densify: DensifyConfig = DensifyConfig()
+    images: ImagesConfig = ImagesConfig()
+    questions: QuestionsConfig = QuestionsConfig()
+    select: SelectConfig = SelectConfig()
+
+
+_CHOICES = {("prompts", "mode"): ("in-context", "elements"), ("select", "rule"): ("v1", "v2", "v3")}
+
+
+def _check_type(key: str, value, annotation):
+    """Returns value coerced to the annotated type (int -> float allowed), else raises ConfigError."""
+    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing), globals())
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool, dict) and not (isinstance(value, hint) and not
+                                                      (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; known keys: {', '.join(fields)}"
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'{hint}")
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(f"{prefix}{name}", value, hint)
+        if (prefix.rstrip("."), name) in _CHOICES and kwargs[name] not in _CHOICES[(prefix.rstrip("."), name)]:
+            raise ConfigError(f"{prefix}{name} must be one of {', '.join(_CHOICES[(prefix.rstrip('.'), name)])}, "
+                              f"got {value!r}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'a.b=c' -> {'a': {'b': c}} with c parsed as YAML (numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Defaults <- YAML file <- `--set` overrides, validated against RunConfig."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    return _build(RunConfig, data)
+
+
+def config_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg) -> str:
+    """Stable short hash of a (sub-)config: changes whenever a value that shapes the output changes."""
+    blob = json.dumps(config_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,42 @@
+import pytest
+
+from ospo.config import ConfigError, RunConfig, config_hash, load_config, parse_override
+
+
+def test_defaults_file_and_overrides_merge(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nimages:\n  cfg_scale: 5\nprompts:\n  counts: {color1: 4}\n")
+    cfg = load_config(path, ["images.temperature=0.5", "select.rule=v3"])
+    assert cfg.seed == 3 and cfg.images.cfg_scale == 5.0 and cfg.images.temperature == 0.5
+    assert cfg.prompts.counts == {"color1": 4}  # a mapping value replaces the default mapping
+    assert cfg.select.rule == "v3" and cfg.select.chosen_threshold == 0.5
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["prompts.countz=3"], "unknown config key 'prompts.countz' (did you mean 'prompts.counts'?)"),
+    (["sede=1"], "unknown config key 'sede' (did you mean 'seed'?)"),
+    (["select.rule=v9"], "select.rule must be one of v1, v2, v3"),
+    (["images.cfg_scale=abc"], "images.cfg_scale must be float, got str"),
+    (["seed=1.5"], "seed must be int, got float"),
+    (["model.batch_size=true"], "model.batch_size must be int, got bool"),
+    (["images=3"], "images must be a mapping"),
+    (["seed"], "--set expects key=value"),
+])
+def test_bad_config_names_the_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_hash_changes_with_values_only():
+    assert config_hash(RunConfig()) == config_hash(load_config(None, []))
+    assert config_hash(RunConfig()) != config_hash(load_config(None, ["images.cfg_scale=4"]))
+    assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
