@@ -1,8 +1,10 @@
 """Template loading (schema errors name the key) and the pure parsers of model output."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ospo.parsing import (
     ParseError, parse_densified, parse_elements, parse_perturbation, parse_prompt, parse_questions,
@@ -213,3 +215,108 @@ def test_parse_prompt():
     assert parse_prompt("Prompt: a cup on a table", marker="prompt:") == "a cup on a table"
     assert reason(parse_prompt, "  \n ") == "empty prompt"
     assert reason(parse_prompt, "a cup", marker="prompt:") == "no prompt marker"
+
+
+# ------------------------------------------------------------------------------------------- sub-category data
+def test_shapeworld_subcategories_match_the_world(sw):
+    import numpy as np
+
+    from ospo.compose import compose
+    from ospo.shapeworld import tasks
+    from ospo.shapeworld.captions import SUBCATEGORIES
+    from ospo.shapeworld.evalsets import eval_prompt_texts
+    from ospo.shapeworld.world import vocabulary
+
+    assert {s: e.category for s, e in sw.subcategories.items()} == SUBCATEGORIES
+    assert {s: e.slots for s, e in sw.subcategories.items()} == tasks.PERTURBATION_SLOTS
+    vocab, rng, texts = set(vocabulary()), np.random.default_rng(0), [sw.global_question("a red circle")]
+    evaluation = eval_prompt_texts()
+    for sub, entry in sw.subcategories.items():
+        assert len(entry.seeds) >= 2 and len(entry.compose) >= 1
+        assert all(tasks.check_prompt(s, sub) == (True, "ok") for s in entry.seeds)
+        assert sub == "object1" or not set(entry.seeds) & evaluation  # object1 has one prompt outside them
+        composed = [compose(p, tasks.ELEMENTS, rng) for p in entry.compose for _ in range(30)]
+        assert all(tasks.check_prompt(t, sub) == (True, "ok") for t in composed), sub
+        texts += list(entry.seeds) + composed
+    assert not {w for t in texts for w in t.split()} - vocab
+
+
+def test_janus_pro_set(tmp_path):
+    t = load_templates("janus-pro")
+    categories = {s: e.category for s, e in t.subcategories.items()}
+    assert set(categories.values()) == {"attribute", "layout", "non-spatial", "complex"} and len(categories) == 12
+    plan = {s: e.slots for s, e in t.subcategories.items()}
+    assert plan["color1"] == plan["numeracy1"] == ("replace",) * 3
+    assert plan["color2"] == plan["spatial3d"] == plan["numeracy2"] == plan["complex"] == ("replace", "swap", "drop")
+    assert plan["non-spatial"] == ("replace", "drop", "replace")
+    for config in Path(__file__).parents[1].glob("configs/janus-pro*.yaml"):  # the recipes name these sub-categories
+        assert set(yaml.safe_load(config.read_text())["prompts"]["counts"]) <= set(categories), config
+    assert all(len(e.seeds) >= 6 and e.compose for e in t.subcategories.values())
+    assert t.vqa("Is there a red car?") == "Is there a red car? Please answer yes or no."
+    assert t.global_question("a red car") == 'Does this picture match the description "a red car"?'
+    # the worked examples inside the instructions parse with the set's own parsers
+    perturb = t.perturb("a red car", "drop")
+    assert "remove one attribute, object or relation" in perturb and perturb.endswith("Prompt: a red car")
+    shown = perturb[perturb.index("Example of a swap edit."):perturb.index("Example of a drop edit.")]
+    assert t.parse_perturbation(shown) == "four mugs and two plates"
+    dense = t.densify("a cat", "a dog")
+    a, b = t.parse_densified(dense[dense.index("Description A: A glossy"):])
+    assert a.replace("red", "green") == b
+    decomposed = t.decompose("a red car")
+    assert len(t.parse_questions(decomposed[decomposed.index("Questions:"):decomposed.index("Prompt: a red car")])) == 6
+    assert t.parse_prompt(t.prompt("color1", ["a red car", "a blue cup"]).splitlines()[2]) == "a red car"
+    assert t.parse_elements("cup, bicycle, kettle.") == ["cup", "bicycle", "kettle"]
+
+
+def test_subcategory_lookups_name_what_is_missing(tmp_path, sw):
+    with pytest.raises(TemplateError, match="no sub-category 'shape1'.*object1"):
+        sw.subcategory("shape1")
+    path = tmp_path / "janus-like.yaml"
+    path.write_text(JANUS_LIKE + "subcategories:\n  color1: {category: attribute}\n")
+    t = load_templates(path)
+    assert t.subcategory("color1").category == "attribute"
+    with pytest.raises(TemplateError, match="subcategories.color1.seeds is missing"):
+        t.subcategory("color1", needs="seeds")
+    with pytest.raises(TemplateError, match="no tasks.decompose.global_question"):
+        t.global_question("a red car")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{category: object, colour: red}", "unknown key 'colour'"),
+    ("{slots: [replace]}", "category must be a non-empty string"),
+    ("{category: object, slots: [rotate]}", "unknown edit 'rotate'"),
+    ("{category: object, seeds: a circle}", "seeds must be a list"),
+    ("{category: object, compose: ['{a} {planets}']}", "unknown element kind {planets}"),
+    ("{category: object, compose: ['{shapes:singular}']}", "unknown form 'singular'"),
+    ("{category: object, compose: ['{two||three} {shapes}']}", "empty choice"),
+])
+def test_subcategory_schema_errors(tmp_path, entry, message):
+    text = valid_text()
+    text = text[:text.index("subcategories:")] + f"subcategories:\n  object1: {entry}\n"
+    with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_templates(write(tmp_path, text))
+
+
+# ------------------------------------------------------------------------------------------- composition
+def test_compose_patterns():
+    import numpy as np
+
+    from ospo.compose import ComposeError, compose, element_kinds, pluralize
+
+    assert [pluralize(w) for w in ("circle", "cross", "box", "berry", "day", "traffic light", "bench")] == [
+        "circles", "crosses", "boxes", "berries", "days", "traffic lights", "benches"]
+    assert element_kinds("{a} {colors} {shapes:plural} and {two|three} {shapes}") == {"colors", "shapes"}
+    rng = np.random.default_rng(0)
+    assert compose("{a} {colors} {shapes}", {"colors": ["orange"], "shapes": ["cup"]}, rng) == "an orange cup"
+    assert compose("{a} {shapes}", {"shapes": ["Umbrella"]}, rng) == "an Umbrella"
+    assert compose("{two|three} {shapes:plural}", {"shapes": ["cross"]}, rng) in ("two crosses", "three crosses")
+    texts = {compose("{a} {shapes} and {a} {shapes}", {"shapes": ["cup", "box"]}, rng) for _ in range(20)}
+    assert texts == {"a cup and a box", "a box and a cup"}  # a kind used twice draws two different elements
+    a, b = (compose("{a} {colors} {shapes}", {"colors": list("rgbcmy"), "shapes": ["o"]}, np.random.default_rng(5))
+            for _ in range(2))
+    assert a == b  # a seed composes one text
+    with pytest.raises(ComposeError) as info:
+        compose("{a} {colors} {shapes} and {a} {colors} {shapes}", {"colors": ["red"], "shapes": ["a", "b"]}, rng)
+    assert (info.value.reason, info.value.detail) == ("too few elements", "colors")
+    with pytest.raises(ComposeError, match="missing elements: textures"):
+        compose("{textures}", {"textures": []}, rng)

@@ -21,7 +21,16 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="items per forward pass")
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set select.rule=v3 (repeatable)")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="shard every stage over N local worker processes (or use `accelerate launch -m ospo.cli`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ospo.stages import STAGES  # light: no torch
+
     parser = argparse.ArgumentParser(prog="ospo", description="Object-centric self-improving preference optimisation "
                                      "for unified multimodal models (Janus-Pro).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -55,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-steps", type=int, default=None, help="mixture steps (default: the config's)")
     p.add_argument("--keep-state", action="store_true", help="keep optimizer states after the final save")
     p.set_defaults(func=cmd_shapeworld_pretrain)
+
+    p = sub.add_parser("run", help="run the OSPO data loop (prompts ... select) into a run directory")
+    p.add_argument("--config", required=True, help="YAML experiment config (see configs/)")
+    _add_run_args(p)
+    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of: " + ", ".join(STAGES)
+                   + " (run in pipeline order; default: all)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stage", help="run one stage in an existing run directory (with its saved config)")
+    p.add_argument("name", choices=STAGES, metavar="NAME", help=", ".join(STAGES))
+    p.add_argument("--run", required=True, help="run directory made by `ospo run`")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_stage)
 
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="eval_command", metavar="BENCHMARK")
     p = ev.add_parser("shapeworld", help="ShapeWorld-GenEval / -CompBench, scored by the exact oracle")
@@ -167,27 +190,72 @@ def cmd_eval_shapeworld(args) -> None:
     print(f"results.json, table.md and contact_sheet.png in {args.out}")
 
 
+def cmd_run(args) -> int:
+    from ospo import pipeline
+    from ospo.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    return _run_pipeline(args, args.out, cfg, pipeline.parse_stages(args.stages))
+
+
+def cmd_stage(args) -> int:
+    from ospo import pipeline
+
+    return _run_pipeline(args, args.run, pipeline.load_run_config(args.run, args.overrides), [args.name])
+
+
+def _run_pipeline(args, run_dir, cfg, names) -> int:
+    from ospo import pipeline
+    from ospo.errors import InputError
+
+    if args.num_processes < 1:
+        raise InputError(f"--num-processes must be >= 1, got {args.num_processes}")
+    worker = "OSPO_RANK" in os.environ
+    if args.num_processes > 1 and int(os.environ.get("WORLD_SIZE", 1)) > 1 and not worker:
+        raise InputError("--num-processes and a distributed launcher (WORLD_SIZE > 1) both shard; use one of them")
+    pipeline.prepare_run_dir(run_dir, cfg)
+    if args.num_processes > 1 and not worker:
+        for name in names:  # fail here, not in every worker, when a stage does not exist
+            pipeline.stage_module(name)
+        return pipeline.spawn_workers(args.argv, args.num_processes)
+    rank0 = int(os.environ.get("OSPO_RANK", os.environ.get("RANK", 0))) == 0
+    seconds = {}
+
+    def done(folder, manifest, elapsed):
+        seconds[folder] = elapsed
+        if rank0:
+            c = manifest.get("counts", {})
+            print(f"{folder}: {c.get('out', 0)} records, {c.get('rejected', 0)} rejected ({elapsed:.1f} s)",
+                  flush=True)
+
+    pipeline.run_stages(run_dir, cfg, names, done)
+    if rank0:
+        print(pipeline.summarize(run_dir, cfg, seconds))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # worker processes rerun the same command
     if not args.command or getattr(args, "func", None) is None:
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        parser.parse_args([*argv, "--help"])
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.debug:
-        args.func(args)
-        return 0
+        return args.func(args) or 0
     from ospo.errors import OspoError
 
     try:
-        args.func(args)
+        rc = args.func(args)
     except (OspoError, ValueError) as e:
         print(f"ospo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ospo {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class PromptsConfig:
     counts: dict = field(default_factory=lambda: dict(SHAPEWORLD_COUNTS))  # prompts per sub-category
     num_examples: int = 2  # in-context examples per request
     refresh_every: int = 2  # batches between refreshes of the example pool with the model's own prompts
+    round_size: int = 16  # requests per batch (round) of in-context prompt writing, per sub-category
     oversample: float = 2.0  # requests per wanted prompt (duplicates and malformed outputs are dropped)
     sampling: TextConfig = TextConfig(max_new_tokens=40, temperature=1.0)
 
@@ -85,7 +86,7 @@ class QuestionsConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    rule: str = "v2"  # v1 | v2 | v3
+    rule: str = "v2"  # v1 | v2 | v3 | best-of-n (SILMM-style baseline: best vs worst image of the same prompt)
     chosen_threshold: float = 0.5  # v2: every s_k of a chosen image above this
     rejected_threshold: float = -0.5  # v2: some s_k of a rejected image below this
     v3_tau: float = 0.6  # v3: chosen needs S >= tau
@@ -94,6 +95,7 @@ class SelectConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
+    chunk_size: int = 32  # items per chunk file: the unit of resuming and sharding (results do not depend on it)
     templates: str = "shapeworld"  # template set name or YAML path
     exclude_eval_prompts: bool = True  # drop prompts of the ShapeWorld evaluation sets
     model: ModelConfig = ModelConfig()
@@ -104,8 +106,12 @@ class RunConfig:
     questions: QuestionsConfig = QuestionsConfig()
     select: SelectConfig = SelectConfig()
 
+    def __post_init__(self):
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
-_CHOICES = {("prompts", "mode"): ("in-context", "elements"), ("select", "rule"): ("v1", "v2", "v3")}
+
+_CHOICES = {("prompts", "mode"): ("in-context", "elements"), ("select", "rule"): ("v1", "v2", "v3", "best-of-n")}
 
 
 def _check_type(key: str, value, annotation):

@@ -172,3 +172,15 @@ def parse_questions(text: str, marker: str | None = None) -> list[str]:
     if len(set(keys)) != len(keys):
         raise ParseError("repeated question")
     return questions
+
+
+def normalize_prompt(text: str) -> str:
+    """A prompt as stored: whitespace collapsed, no final period ("a red  circle ." -> "a red circle")."""
+    return " ".join(_check_text(text).split()).removesuffix(".").rstrip()
+
+
+def prompt_key(text: str) -> str:
+    """What two prompts share when they say the same: case, spacing around punctuation and a final period ignored
+    ("On a gray background , a Red circle." and "on a gray background, a red circle" have one key)."""
+    text = re.sub(r"\s+([.,;:!?])", r"\1", normalize_prompt(text).lower())
+    return text.removesuffix(".").rstrip()

@@ -13,8 +13,15 @@ instructions with few-shot examples). A file looks like this (every task is requ
                   answer: "objects : {objects} . edit : {change} . result : {result}"}
       densify:   {instruction: "dense : {positive} . {negative}", positive_marker: "positive :",
                   negative_marker: "negative :", answer: "positive : {positive} . negative : {negative}"}
-      decompose: {instruction: "questions : {prompt}", separator: " "}
+      decompose: {instruction: "questions : {prompt}", separator: " ",
+                  global_question: "does this image accurately show {prompt} ?"}   # optional (v1 rule)
       vqa:       {instruction: "{question} please answer yes or no ."}
+    subcategories:                       # optional; a stage that needs an entry says which
+      color2:
+        category: attribute              # Prompt.category of the sub-category's prompts
+        slots: [replace, swap, drop]     # the edit of each negative slot (stage 2.1)
+        seeds: ["a red circle and a blue square", ...]   # in-context examples the pool starts from
+        compose: ["{a} {colors} {shapes} and {a} {colors} {shapes}"]   # v1 patterns (ospo.compose)
 
 Keys per task: `instruction` (required; named {placeholders} below); `marker`, `positive_marker`,
 `negative_marker`: the text after which the parser reads a result; `separator`: between list items
@@ -40,7 +47,8 @@ from ospo.errors import OspoError
 
 EDITS = ("replace", "swap", "drop")
 TASKS = ("elements", "prompt", "perturb", "densify", "decompose", "vqa")
-_TOP_KEYS = ("name", "description", "tasks")
+_TOP_KEYS = ("name", "description", "tasks", "subcategories")
+_SUBCATEGORY_KEYS = ("category", "slots", "seeds", "compose")
 _NAMES_KEY = {"elements": "kinds", "prompt": "subcategories", "perturb": "edits"}
 # task -> {template key: (required placeholders, optional placeholders)}; keys absent here are plain strings.
 _FIELDS = {
@@ -51,7 +59,8 @@ _FIELDS = {
                 "answer": ({"result"}, {"objects", "change"})},
     "densify": {"instruction": ({"positive", "negative"}, set()), "positive_marker": None, "negative_marker": None,
                 "answer": ({"positive", "negative"}, set())},
-    "decompose": {"instruction": ({"prompt"}, set()), "separator": None, "marker": None},
+    "decompose": {"instruction": ({"prompt"}, set()), "separator": None, "marker": None,
+                  "global_question": ({"prompt"}, set())},
     "vqa": {"instruction": ({"question"}, set())},
 }
 _REQUIRED = {"perturb": ("marker",), "densify": ("positive_marker", "negative_marker")}
@@ -73,7 +82,18 @@ class TaskTemplate:
     example: str = "{text}"
     example_separator: str = "\n"
     answer: str | None = None
+    global_question: str | None = None
     names: Mapping[str, str] | None = None  # kinds / subcategories / edits -> instruction text
+
+
+@dataclass(frozen=True)
+class Subcategory:
+    """What a template set says about one prompt sub-category (see `subcategories` in the module docstring)."""
+
+    category: str
+    slots: tuple[str, ...] = ()
+    seeds: tuple[str, ...] = ()
+    compose: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,26 @@ class TemplateSet:
     name: str
     tasks: Mapping[str, TaskTemplate] = field(repr=False)
     description: str = ""
+    subcategories: Mapping[str, Subcategory] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+    # ------------------------------------------------------------------ sub-category data
+    def subcategory(self, name: str, needs: str | None = None) -> Subcategory:
+        """The entry of sub-category `name`; with `needs` ("slots", "seeds", "compose"), that key must be non-empty."""
+        if name not in self.subcategories:
+            raise TemplateError(f"template set {self.name!r} has no sub-category {name!r} under 'subcategories'; "
+                                f"defined: {', '.join(self.subcategories) or 'none'}")
+        entry = self.subcategories[name]
+        if needs is not None and not getattr(entry, needs):
+            raise TemplateError(f"template set {self.name!r}: subcategories.{name}.{needs} is missing or empty")
+        return entry
+
+    def global_question(self, prompt: str) -> str:
+        """The v1 global question about a whole prompt."""
+        template = self.tasks["decompose"].global_question
+        if template is None:
+            raise TemplateError(f"template set {self.name!r} has no tasks.decompose.global_question (the v1 rule "
+                                "needs one)")
+        return template.format(prompt=prompt)
 
     # ------------------------------------------------------------------ instructions
     def elements(self, kind: str) -> str:
@@ -211,6 +251,46 @@ def _task_template(source: str, task: str, raw) -> TaskTemplate:
     return TaskTemplate(names=names, **values)
 
 
+def _text_list(where: str, value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise TemplateError(f"{where} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _subcategories(source: str, raw, kinds: Mapping[str, str] | None) -> Mapping[str, Subcategory]:
+    from ospo import compose
+
+    if not isinstance(raw, dict):
+        raise TemplateError(f"{source}: subcategories must map each sub-category to its entry")
+    out = {}
+    for name, entry in raw.items():
+        where = f"{source}: subcategories.{name}"
+        if not isinstance(entry, dict):
+            raise TemplateError(f"{where} must be a mapping with the keys {', '.join(_SUBCATEGORY_KEYS)}")
+        for key in entry:
+            if key not in _SUBCATEGORY_KEYS:
+                raise TemplateError(f"{where}: unknown key {key!r}; allowed: {', '.join(_SUBCATEGORY_KEYS)}")
+        category = entry.get("category")
+        if not isinstance(category, str) or not category.strip():
+            raise TemplateError(f"{where}.category must be a non-empty string")
+        slots = _text_list(f"{where}.slots", entry.get("slots", []))
+        bad = [e for e in slots if e not in EDITS]
+        if bad:
+            raise TemplateError(f"{where}.slots: unknown edit {bad[0]!r}; expected {', '.join(EDITS)}")
+        patterns = _text_list(f"{where}.compose", entry.get("compose", []))
+        for pattern in patterns:
+            try:
+                used = compose.element_kinds(pattern)
+            except ValueError as err:
+                raise TemplateError(f"{where}.compose: {err}") from None
+            unknown = sorted(used - set(kinds)) if kinds is not None else []  # without names any kind goes
+            if unknown:
+                raise TemplateError(f"{where}.compose: unknown element kind {{{unknown[0]}}}; "
+                                    f"tasks.elements.kinds has {', '.join(kinds)}")
+        out[str(name)] = Subcategory(category, slots, _text_list(f"{where}.seeds", entry.get("seeds", [])), patterns)
+    return MappingProxyType(out)
+
+
 def _check_answers_parse(templates: TemplateSet, source: str) -> None:
     """An answer format must be readable by its own parser, or training teaches an unparseable format."""
     probe = ("sentinel one", "sentinel two")
@@ -268,6 +348,7 @@ def load_templates(name_or_path: str | Path) -> TemplateSet:
             raise TemplateError(f"{source}: missing task {task!r}")
     built = {task: _task_template(source, task, tasks[task]) for task in TASKS}
     name = raw.get("name", Path(source).stem)
-    templates = TemplateSet(str(name), MappingProxyType(built), str(raw.get("description", "")))
+    subcategories = _subcategories(source, raw.get("subcategories", {}), built["elements"].names)
+    templates = TemplateSet(str(name), MappingProxyType(built), str(raw.get("description", "")), subcategories)
     _check_answers_parse(templates, source)
     return templates

@@ -112,12 +112,14 @@ def run_chunked(ctx: RunContext, stage: StageDir, chunks: Sequence[tuple[str, li
         from tqdm import tqdm
 
         bar = tqdm(total=sum(len(i) for _, i in todo), desc=desc or stage.name, unit="item", leave=False)
-    for key, items in todo:
-        stage.write_part(key, process(items))
+    try:
+        for key, items in todo:
+            stage.write_part(key, process(items))
+            if bar:
+                bar.update(len(items))
+    finally:  # an error message must not land on the bar's line
         if bar:
-            bar.update(len(items))
-    if bar:
-        bar.close()
+            bar.close()
     if ctx.rank == 0:
         deadline = time.monotonic() + ctx.wait_timeout_s
         while not all(stage.has_part(k) for k, _ in chunks):

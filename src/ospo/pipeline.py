@@ -1,0 +1,203 @@
+"""Orchestration of the data loop: run stages in order in one run directory, shard them over processes, summarise.
+
+A run directory holds the resolved `config.yaml` of the run and one folder per stage (see `ospo.stages`).
+Reusing a run directory with another config is refused, naming the keys that differ, except for the
+`select` section (re-selecting with another rule is cheap and writes its own folder) and `model.batch_size`.
+Stage modules are imported by name (`ospo.stages.<name>`, each with `run(ctx) -> manifest`) only when run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ospo.artifacts import atomic_write_text
+from ospo.config import ConfigError, RunConfig, config_dict, load_config
+from ospo.errors import OspoError
+from ospo.scoring import histogram
+from ospo.stages import STAGES, RunContext
+
+CONFIG_FILE = "config.yaml"
+# Config keys a run directory may be reused with: the selection (its folder is per rule) and the batch size (no
+# result depends on it: every random draw is seeded per item).
+MAY_DIFFER = ("select.", "model.batch_size")
+
+
+class RunDirError(OspoError):
+    """A run directory that does not fit the command (another config, or not a run directory at all)."""
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def parse_stages(text: str | None) -> list[str]:
+    """'images,score' -> the named stages in pipeline order; None -> every stage. Unknown names are errors."""
+    if text is None:
+        return list(STAGES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in STAGES:
+            close = difflib.get_close_matches(n, STAGES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise OspoError(f"unknown stage '{n}'{hint}; stages: {', '.join(STAGES)}")
+    if not names:
+        raise OspoError("--stages is empty")
+    return [n for n in STAGES if n in names]
+
+
+def stage_module(name: str):
+    """The module `ospo.stages.<name>`; a clear error if that stage is not implemented."""
+    parse_stages(name)
+    try:
+        return importlib.import_module(f"ospo.stages.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"ospo.stages.{name}":
+            raise OspoError(f"stage '{name}' is not implemented in this version of ospo") from None
+        raise
+
+
+def stage_dir_name(name: str, cfg: RunConfig) -> str:
+    """The folder a stage writes in a run directory (selection: one per rule)."""
+    if name == "select":
+        from ospo.stages.select import stage_name
+
+        return stage_name(cfg.select)
+    return name
+
+
+# ------------------------------------------------------------------------------------------------ run directory
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out = {}
+    for k, v in data.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (a key present in one only differs)."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k, KeyError) != b.get(k, KeyError))
+
+
+def prepare_run_dir(run_dir: str | Path, cfg: RunConfig) -> None:
+    """Writes the resolved config into a new run directory, or checks it against the saved one."""
+    path = Path(run_dir) / CONFIG_FILE
+    if path.is_file():
+        saved = yaml.safe_load(path.read_text()) or {}
+        differ = [k for k in config_differences(saved, config_dict(cfg)) if not k.startswith(MAY_DIFFER)]
+        if differ:
+            raise RunDirError(f"{run_dir} was made with another config ({', '.join(differ)} differ); use a new "
+                              f"run directory, or the saved config ({path})")
+        return
+    atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """The run's saved resolved config with `--set` overrides applied."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); start one with `ospo run`")
+    try:
+        return load_config(path, list(overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------ running
+def run_stages(run_dir: str | Path, cfg: RunConfig, names: list[str],
+               on_stage_done: Callable[[str, dict, float], None] | None = None, **ctx_kw) -> dict[str, dict]:
+    """Runs the named stages in order as this process's rank (RANK/WORLD_SIZE or OSPO_RANK/OSPO_WORLD_SIZE);
+    returns {stage folder: manifest}. Each stage folder also gets the resolved config."""
+    ctx = RunContext.from_env(run_dir, cfg, **ctx_kw)
+    if "progress" not in ctx_kw:
+        ctx.progress = ctx.rank == 0
+    manifests = {}
+    for name in names:
+        start = time.monotonic()
+        manifest = stage_module(name).run(ctx) or ctx.stage(stage_dir_name(name, cfg)).manifest()
+        folder = manifest.get("stage", name)
+        if ctx.rank == 0 and not (Path(run_dir) / folder / CONFIG_FILE).exists():
+            atomic_write_text(Path(run_dir) / folder / CONFIG_FILE, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+        manifests[folder] = manifest
+        if on_stage_done:
+            on_stage_done(folder, manifest, time.monotonic() - start)
+    return manifests
+
+
+def spawn_workers(argv: list[str], num_processes: int) -> int:
+    """Runs `ospo <argv>` in `num_processes` processes with OSPO_RANK / OSPO_WORLD_SIZE set (CPU threads split
+    between them); stops the others when one fails. Returns the first non-zero exit status, else 0."""
+    threads = str(max(1, (os.cpu_count() or 1) // num_processes))
+    procs = []
+    for rank in range(num_processes):
+        env = {"OMP_NUM_THREADS": threads, **os.environ, "OSPO_RANK": str(rank),
+               "OSPO_WORLD_SIZE": str(num_processes)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "ospo.cli", *argv], env=env))
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed or all(c == 0 for c in codes):
+                return failed[0] if failed else 0
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+
+
+# ------------------------------------------------------------------------------------------------ summary
+def _bar(n: int, top: int, width: int = 20) -> str:
+    return "#" * (round(width * n / top) if top else 0)
+
+
+def summarize(run_dir: str | Path, cfg: RunConfig, seconds: dict[str, float] | None = None) -> str:
+    """One screen of text: counts per finished stage, rejection reasons, filter pass rates, S histograms."""
+    from ospo.artifacts import StageDir
+
+    seconds = seconds or {}
+    lines = [f"run {run_dir}  (seed {cfg.seed}, rule {cfg.select.rule})",
+             f"{'stage':<22}{'out':>7}{'rejected':>10}{'time':>9}  rejection reasons"]
+    manifests = {}
+    for name in STAGES:
+        folder = stage_dir_name(name, cfg)
+        if StageDir(run_dir, folder).complete:
+            m = manifests[name] = StageDir(run_dir, folder).manifest()
+            c = m.get("counts", {})
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(c.get("rejected_by_reason", {}).items(),
+                                                                key=lambda x: -x[1])[:4])
+            t = f"{seconds[folder]:.1f}s" if folder in seconds else "-"
+            lines.append(f"{folder:<22}{c.get('out', 0):>7}{c.get('rejected', 0):>10}{t:>9}  {reasons}")
+    local_S = manifests.get("score", {}).get("local_S", {})
+    for role, s in sorted(local_S.items(), key=lambda x: x[0] != "positive"):
+        lines.append(f"self-VQA S of {role} images on the prompt's questions: mean {s['mean_S']} (n={s['n']})")
+    select = manifests.get("select")
+    if select:
+        rates = ", ".join(f"{k} {p}/{t} ({100 * p / t:.0f}%)" if t else f"{k} 0/0"
+                          for k, (p, t) in select.get("filtering", {}).items())
+        lines.append(f"filtering ({select.get('rule')}): {rates}")
+        out = select["counts"].get("out", 0)
+        lines.append(f"pairs: {out} of {select['counts'].get('in', 0)} prompts; with a negative prompt (CoPO): "
+                     f"{select['counts'].get('with_negative_prompt', 0)}")
+        lines += _histogram_lines(select.get("histograms", {}))
+    return "\n".join(lines)
+
+
+def _histogram_lines(h: dict) -> list[str]:
+    chosen, rejected = h.get("chosen") or histogram([]), h.get("rejected") or histogram([])
+    top = max(chosen + rejected) if chosen + rejected else 0
+    if not top:
+        return []
+    edges = [-1 + 0.2 * k for k in range(len(chosen) + 1)]
+    lines = [f"{'S (selected)':<11} {'chosen':>7} {'rejected':>8}"]
+    for k, (c, r) in enumerate(zip(chosen, rejected)):
+        lines.append(f"[{edges[k]:+.1f},{edges[k + 1]:+.1f}) {c:>7} {r:>8}  {_bar(c, top):<20} | {_bar(r, top)}")
+    return lines

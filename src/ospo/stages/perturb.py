@@ -1,0 +1,79 @@
+"""Stage 2.1: hard negatives — the model rewrites each prompt with one object-level edit per slot.
+
+Slot `s` of a prompt uses the edit `slots[s % len(slots)]` of its sub-category's plan in the template set
+(e.g. replace/swap/drop). The model is asked to reason in steps and write the result after the set's marker.
+Each (prompt, slot) ends as a Negative (id `<prompt_id>/n<slot>`, slots counted from 0) or a Rejected with
+the reason: "empty" (no output), the parser's ("no result marker", "empty result"), or "unchanged" (the
+same prompt up to case, spacing and a final period). Seeds: item_seed(run seed, negative id, 0).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+from ospo.config import ConfigError
+from ospo.parsing import ParseError, normalize_prompt, prompt_key
+from ospo.records import Negative, Prompt, Rejected
+from ospo.sampling import TextSampling, item_seed
+from ospo.stages import chunked, run_chunked
+from ospo.stages._shared import finish, start, text_sampling
+
+NAME = "perturb"
+
+
+def slot_edits(templates, subcategory: str, num_negatives: int) -> list[str]:
+    plan = templates.subcategory(subcategory, needs="slots").slots
+    return [plan[s % len(plan)] for s in range(num_negatives)]
+
+
+def judge(negative_id: str, prompt: Prompt, slot: int, edit: str, raw: str, templates):
+    """A model output -> Negative or Rejected."""
+    if not raw.strip():
+        return Rejected(negative_id, NAME, "empty", raw)
+    try:
+        text = normalize_prompt(templates.parse_perturbation(raw))
+    except ParseError as err:
+        return Rejected(negative_id, NAME, err.reason, raw)
+    if prompt_key(text) == prompt_key(prompt.text):
+        return Rejected(negative_id, NAME, "unchanged", raw, text)
+    return Negative(negative_id, prompt.id, slot, edit, text, raw)
+
+
+def perturb_prompts(prompts: Sequence[Prompt], templates, model, sampling: TextSampling, run_seed: int,
+                    num_negatives: int) -> list:
+    """`num_negatives` Negative-or-Rejected records per prompt, in (prompt, slot) order; one batched model call."""
+    items = [(p, s, edit) for p in prompts for s, edit in enumerate(slot_edits(templates, p.subcategory,
+                                                                               num_negatives))]
+    if not items:
+        return []
+    ids = [f"{p.id}/n{s}" for p, s, _ in items]
+    outputs = model.generate_text([templates.perturb(p.text, edit) for p, _, edit in items],
+                                  [item_seed(run_seed, i, 0) for i in ids], sampling)
+    return [judge(i, p, s, edit, raw, templates) for i, (p, s, edit), raw in zip(ids, items, outputs)]
+
+
+def run(ctx) -> dict:
+    cfg = ctx.config.perturb
+    if cfg.num_negatives < 1:
+        raise ConfigError(f"perturb.num_negatives must be >= 1, got {cfg.num_negatives}")
+    stage = start(ctx, NAME, [cfg], ["prompts"], True, chunk_size=ctx.config.chunk_size)
+    if stage.complete:
+        return stage.manifest()
+    prompts = ctx.stage("prompts").records()
+    for sub in sorted({p.subcategory for p in prompts}):  # fail before any model call
+        slot_edits(ctx.templates, sub, cfg.num_negatives)
+
+    def process(chunk):
+        return perturb_prompts(chunk, ctx.templates, ctx.model, text_sampling(cfg.sampling), ctx.config.seed,
+                               cfg.num_negatives)
+
+    run_chunked(ctx, stage, chunked(prompts, ctx.config.chunk_size), process)
+
+    def manifest() -> dict:
+        records = stage.read_parts()
+        edits = Counter(r.edit for r in records if isinstance(r, Negative))
+        return {"counts": {"prompts": len(prompts), "in": len(prompts) * cfg.num_negatives,
+                           "negatives_by_edit": dict(sorted(edits.items()))}}
+
+    return finish(ctx, stage, manifest)
