@@ -368,7 +368,7 @@ def test_questions_stage_roles_globals_and_shards(tmp_path):
     assert stage_files(tmp_path / "one", "questions") == stage_files(tmp_path / "two", "questions")
     seed_stage(tmp_path / "three", "prompts", PROMPTS)  # no perturb stage needed without negatives
     counts = questions.run(make_ctx(tmp_path / "three", "questions.decompose_negatives=false"))["counts"]
-    assert (counts["in"], counts["negative"], counts["global"]) == (3, 0, 0)
+    assert (counts["in"], counts["negative"], counts["global"]) == (6, 0, 3)  # globals whatever the rule
 
 
 # ------------------------------------------------------------------------------------------- guards and wiring

@@ -98,6 +98,10 @@ def init_code_embeddings(model) -> None:
     model.model.vqmodel.quantize.embedding.weight.requires_grad_(False)
 
 
+def _empty_codes() -> list[int]:
+    return [k for k, entry in enumerate(world_codes.code_table()) if entry[0] == "empty"]
+
+
 def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
     vq = model.model.vqmodel
     params = list(vq.post_quant_conv.parameters()) + list(vq.decoder.parameters())
@@ -110,9 +114,11 @@ def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None)
             g["lr"] = cfg.vq_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vq_steps))
         codes, target = vq_batch(np.random.default_rng([cfg.seed, 1, step]), cfg.vq_batch)
         error = (decode_crop(vq, codes) - target).abs()
-        # glyphs cover a few cells: weight their pixels up so the decoder cannot settle for painting backgrounds
-        foreground = (target != target[:, :, :1, :1]).any(1, keepdim=True).float()
-        loss = (error * (1 + 9 * foreground)).mean()
+        # glyphs occupy few cells: weight every pixel of a glyph's cell (its glyph and its margin alike, so that
+        # painting the whole cell is no cheaper than painting the shape) above plain background cells
+        glyph_cells = torch.from_numpy(np.isin(codes.numpy(), _empty_codes(), invert=True)).float()
+        weight = 1 + 9 * glyph_cells.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, None]
+        loss = (error * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -4,8 +4,8 @@ Decomposed: every Prompt (role "positive", id = the prompt's id) and, with
 config.questions.decompose_negatives (the conditional loss needs them), every Negative (role "negative",
 id = the negative's id). Each ends as a QuestionSet (kind "local") or a Rejected with the reason: "empty"
 (no output), the parser's ("no question mark", "unfinished question", "repeated question", ...), or
-"too many questions" (more than max_questions). For the v1 selection rule each prompt also gets a
-QuestionSet of kind "global" (id `<prompt_id>/global`) holding the template set's global question; it needs
+"too many questions" (more than max_questions). Whenever the template set has a global question, each prompt also gets a
+QuestionSet of kind "global" (id `<prompt_id>/global`, used by the v1 rule) holding that question; it needs
 no model call. Seeds: item_seed(run seed, id, 2).
 """
 
@@ -78,14 +78,14 @@ def decompose_items(items: Sequence[Item], templates, model, sampling: TextSampl
 
 def run(ctx) -> dict:
     cfg = ctx.config.questions
-    global_questions = ctx.config.select.rule == "v1"
+    # written whenever the template set has a global question (no model call), so that any selection rule,
+    # v1 included, can be re-run on the same scores
+    global_questions = ctx.templates.tasks["decompose"].global_question is not None
     inputs = ["prompts"] + (["perturb"] if cfg.decompose_negatives else [])
     stage = start(ctx, NAME, [cfg], inputs, True, chunk_size=ctx.config.chunk_size,
                   global_questions=global_questions)
     if stage.complete:
         return stage.manifest()
-    if global_questions:
-        ctx.templates.global_question("x")  # fail before any model call when the set has none
     prompts = ctx.stage("prompts").records()
     negatives = ctx.stage("perturb").records() if cfg.decompose_negatives else []
     items = items_of(prompts, negatives)
