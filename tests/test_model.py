@@ -161,3 +161,7 @@ def test_loading_errors_name_the_problem(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ModelLoadError, match="model_type is 'llama'"):
         JanusAdapter.from_pretrained(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="cannot load model 'nobody/nothing'"):  # hub id, offline, not cached
+        JanusAdapter.from_pretrained("nobody/nothing")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        JanusAdapter.from_pretrained("./relative/missing")

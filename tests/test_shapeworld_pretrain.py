@@ -68,6 +68,18 @@ def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
     assert steps == [1, 2, 3]  # the step redone after the crash is logged once
 
 
+def test_phases_are_independent(tmp_path):
+    """The LM phase does not depend on the VQ phase (nor on the VQ's architecture): they can be trained apart."""
+    from safetensors.torch import load_file
+
+    pretrain(tmp_path / "with_vq", SMALL, spec=small_spec())
+    pretrain(tmp_path / "no_vq", replace(SMALL, vq_steps=0), spec=replace(small_spec(), vq_num_res_blocks=1))
+    a, b = load_file(tmp_path / "with_vq" / "model.safetensors"), load_file(tmp_path / "no_vq" / "model.safetensors")
+    lm = [k for k in a if not k.startswith("model.vqmodel.")]
+    assert all(torch.equal(a[k], b[k]) for k in lm)
+    assert not all(torch.equal(a[k], b[k]) for k in a if k in b and k.startswith("model.vqmodel.decoder"))
+
+
 def test_resuming_with_another_config_is_refused(tmp_path):
     from ospo.errors import OspoError
 

@@ -409,7 +409,8 @@ def test_text_stages_end_to_end_on_the_tiny_random_janus(tmp_path, tiny):
         before = model.items
         manifest = stage.run(ctx)
         assert counts_add_up(manifest), (stage.NAME, manifest)
-        assert manifest["counts"]["in"] == model.items - before  # one record per model answer
+        # one record per model answer, plus the global question sets (no model call)
+        assert manifest["counts"]["in"] == model.items - before + manifest["counts"].get("global", 0)
     for name in ("prompts", "perturb", "densify", "questions"):
         rejected = read_jsonl(tmp_path / name / "rejected.jsonl")
         assert all(r.reason and r.stage == name for r in rejected)

@@ -15,7 +15,6 @@ Conventions
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +77,9 @@ def _check_checkpoint(path: str) -> None:
     """Raises ModelLoadError with a one-line reason when a local path cannot be a Janus checkpoint."""
     p = Path(path)
     if not p.exists():
-        looks_local = path.startswith((".", "/", "~")) or os.sep in path.rstrip(os.sep) and path.count("/") != 1
-        if looks_local or os.environ.get("HF_HUB_OFFLINE") == "1" and path.count("/") != 1:
-            raise ModelLoadError(f"model path '{path}' does not exist")
-        return  # a hub id: transformers resolves it (offline: from the local cache)
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
+            return  # a hub id ("owner/name"): transformers resolves it (offline: from the local cache)
+        raise ModelLoadError(f"model path '{path}' does not exist")
     if not p.is_dir():
         raise ModelLoadError(f"model path '{path}' is a file; give the checkpoint directory")
     config = p / "config.json"

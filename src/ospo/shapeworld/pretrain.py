@@ -46,7 +46,7 @@ class PretrainConfig:
     seed: int = 0
     vq_steps: int = 600  # VQ decoder steps
     vq_batch: int = 6
-    vq_lr: float = 2e-3
+    vq_lr: float = 1e-3
     lm_steps: int = 2400  # steps of the LM mixture
     batch_t2i: int = 32
     batch_vqa: int = 24
@@ -88,6 +88,16 @@ def vq_batch(rng: np.random.Generator, batch: int, size: int = 8) -> tuple[torch
     return torch.from_numpy(grids), target
 
 
+def reinit_outside_vq(model, seed: int) -> None:
+    """Re-draws every weight outside the VQ from `seed` alone, so the VQ's architecture (which the constructor
+    builds first) never changes the LM's initialisation: the two phases stay independent."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name and not name.startswith("model.vqmodel"):
+                model._init_weights(module)
+
+
 def init_code_embeddings(model) -> None:
     """Factorised code vectors (codes.code_features) as the frozen VQ codebook and as the initial image-token
     embeddings of the LM."""
@@ -114,11 +124,12 @@ def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None)
             g["lr"] = cfg.vq_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vq_steps))
         codes, target = vq_batch(np.random.default_rng([cfg.seed, 1, step]), cfg.vq_batch)
         error = (decode_crop(vq, codes) - target).abs()
-        # glyphs occupy few cells: weight every pixel of a glyph's cell (its glyph and its margin alike, so that
-        # painting the whole cell is no cheaper than painting the shape) above plain background cells
+        # glyphs occupy few cells: weight a glyph's pixels (x10) and the rest of its cell (x5) above plain
+        # background, so that neither painting the background nor painting the whole cell is a cheap optimum
         glyph_cells = torch.from_numpy(np.isin(codes.numpy(), _empty_codes(), invert=True)).float()
-        weight = 1 + 9 * glyph_cells.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, None]
-        loss = (error * weight).mean()
+        in_glyph_cell = glyph_cells.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, None]
+        foreground = (target != target[:, :, :1, :1]).any(1, keepdim=True).float()
+        loss = (error * (1 + 4 * in_glyph_cell + 5 * foreground)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -206,6 +217,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     start = _load_state(state_dir, "lm", model, opt)
     recent: list[dict] = []
+    state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "log.jsonl"
     if log_path.exists():  # rows written after the checkpoint we resume from are redone: drop them
         rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
@@ -326,6 +338,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     cfg = load_config(out, cfg)
     model, processor = build_tiny_janus(spec or shapeworld_spec(), vocabulary(), seed=cfg.seed)
     model.generation_config.guidance_scale = 3.0
+    reinit_outside_vq(model, cfg.seed)
     init_code_embeddings(model)
     vq_metrics = train_vq_decoder(model, cfg, state_dir, progress and (lambda s, n, m: progress("vq", s, n, m)))
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
