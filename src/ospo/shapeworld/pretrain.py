@@ -292,7 +292,7 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
 
 def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
     """The config a resumed run must keep using; a new run writes its own."""
-    path = out_dir / "state" / "pretrain_config.json"
+    path = out_dir / "pretrain-state" / "pretrain_config.json"
     if path.exists():
         saved = PretrainConfig(**json.loads(path.read_text()))
         if saved != cfg:
