@@ -126,7 +126,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": [{"measure": n, "value": v, "target": t} for n, v, t in rows],
-                       "geneval": sw_eval._summary_dict(summary), "perturbation_rejections": reasons}, f, indent=1)
+                       "geneval": sw_eval.summary_dict(summary), "perturbation_rejections": reasons}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def evaluate_shapeworld(model, set_name: str, out_dir: Path | None = None, image
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         payload = {"set": set_name, "model": getattr(model, "name", None), "images_per_prompt": images_per_prompt,
-                   "sampling": asdict(sampling), "seed": seed, "summary": _summary_dict(summary),
+                   "sampling": asdict(sampling), "seed": seed, "summary": summary_dict(summary),
                    "images": [asdict(s) for s in scored]}
         atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
         atomic_write_text(out / "table.md", summary_table(summary) + "\n")
@@ -110,7 +110,7 @@ def evaluate_shapeworld(model, set_name: str, out_dir: Path | None = None, image
     return summary
 
 
-def _summary_dict(summary: evalsets.Summary) -> dict:
+def summary_dict(summary: evalsets.Summary) -> dict:
     return {"tasks": {t: asdict(e) for t, e in summary.tasks.items()}, "overall": asdict(summary.overall)}
 
 
