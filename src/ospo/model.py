@@ -383,16 +383,16 @@ class JanusAdapter:
                 enc = self.processor(text=[text], images=[_as_rgb(image)], return_tensors="pt").to(self.device)
                 logits = self.janus(**enc, logits_to_keep=1).logits[:, -1]
                 y, n = self._yes_no(logits)
-                p_yes.append(y), p_no.append(n)
+                p_yes.append(y)
+                p_no.append(n)
             out.append(YesNo(torch.cat(p_yes).cpu(), torch.cat(p_no).cpu()) if qs else _empty_yes_no())
         return out
 
     def _yes_no_shared(self, images, questions):
         janus = self.janus
-        rows = [(i, q) for i, qs in enumerate(questions) for q in qs]
-        if not rows:
+        keep = [i for i, qs in enumerate(questions) if qs]  # images with at least one question
+        if not keep:
             return [_empty_yes_no() for _ in images]
-        keep = [i for i, qs in enumerate(questions) if qs]
         texts = self._vqa_texts([questions[i] for i in keep])
         # tokenise every full (image, question) text, then split each at its image's common prefix
         ids = [self._expand_ids(t) for t in texts]  # per image: list of 1-D id lists
