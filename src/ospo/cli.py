@@ -63,14 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vq-steps", type=int, default=None, help="VQ decoder steps (default: the config's)")
     p.add_argument("--lm-steps", type=int, default=None, help="mixture steps (default: the config's)")
     p.add_argument("--keep-state", action="store_true", help="keep optimizer states after the final save")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a PretrainConfig field, e.g. --set vq_lr=2e-3 --set threads=1 (repeatable)")
     p.set_defaults(func=cmd_shapeworld_pretrain)
 
-    p = sub.add_parser("run", help="run the OSPO data loop (prompts ... select) into a run directory")
+    p = sub.add_parser("run", help="run the OSPO loop (prompts ... select, train) into a run directory")
     p.add_argument("--config", required=True, help="YAML experiment config (see configs/)")
     _add_run_args(p)
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--stages", default=None, help="comma-separated subset of: " + ", ".join(STAGES)
                    + " (run in pipeline order; default: all)")
+    p.add_argument("--iterations", type=int, default=1,
+                   help="run the stages K times, iteration k+1 (in OUT/iter-k+1) generating with the model iteration "
+                        "k trained, with lr scaled by train.iteration_lr_scale")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stage", help="run one stage in an existing run directory (with its saved config)")
@@ -147,6 +152,30 @@ def cmd_ask(args) -> None:
             print(f"{path}\t{q}\tp(yes)={y:.4f}\tp(no)={n:.4f}\tscore={y - n:+.4f}")
 
 
+def _pretrain_overrides(items: list[str]) -> dict:
+    """--set FIELD=VALUE pairs -> typed PretrainConfig fields; unknown fields name the closest one."""
+    import difflib
+    from dataclasses import fields
+
+    from ospo.errors import OspoError
+    from ospo.shapeworld.pretrain import PretrainConfig
+
+    types = {f.name: type(f.default) for f in fields(PretrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in types:
+            close = difflib.get_close_matches(key, types, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; fields: {', '.join(types)}"
+            raise OspoError(f"--set {item!r}: not a pretraining field{hint}")
+        try:
+            out[key] = value.strip().lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+        except ValueError:
+            raise OspoError(f"--set {item!r}: {key} takes a {types[key].__name__}") from None
+    return out
+
+
 def cmd_shapeworld_pretrain(args) -> None:
     from dataclasses import replace
 
@@ -155,6 +184,7 @@ def cmd_shapeworld_pretrain(args) -> None:
     from ospo.shapeworld.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(seed=args.seed)
+    cfg = replace(cfg, **_pretrain_overrides(args.set))
     if args.vq_steps is not None:
         cfg = replace(cfg, vq_steps=args.vq_steps)
     if args.lm_steps is not None:
@@ -195,7 +225,30 @@ def cmd_run(args) -> int:
     from ospo.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    return _run_pipeline(args, args.out, cfg, pipeline.parse_stages(args.stages))
+    names = pipeline.parse_stages(args.stages)
+    if args.iterations < 1:
+        from ospo.errors import InputError
+
+        raise InputError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.iterations == 1:
+        return _run_pipeline(args, args.out, cfg, names)
+    if "train" not in names:
+        from ospo.errors import InputError
+
+        raise InputError("--iterations > 1 needs the train stage (each iteration generates with the model the "
+                         "previous one trained)")
+    from pathlib import Path
+
+    if args.num_processes > 1 and "OSPO_RANK" not in os.environ:
+        return pipeline.spawn_workers(args.argv, args.num_processes)  # each worker runs every iteration
+    for k in range(1, args.iterations + 1):  # iteration k+1 generates its data with the model of iteration k
+        sub = Path(args.out) / f"iter-{k}"
+        if k > 1:
+            cfg = pipeline.next_iteration_config(cfg, Path(args.out) / f"iter-{k - 1}", k)
+        rc = _run_pipeline(args, sub, cfg, names, iteration=k)
+        if rc:
+            return rc
+    return 0
 
 
 def cmd_stage(args) -> int:
@@ -204,7 +257,7 @@ def cmd_stage(args) -> int:
     return _run_pipeline(args, args.run, pipeline.load_run_config(args.run, args.overrides), [args.name])
 
 
-def _run_pipeline(args, run_dir, cfg, names) -> int:
+def _run_pipeline(args, run_dir, cfg, names, iteration: int = 1) -> int:
     from ospo import pipeline
     from ospo.errors import InputError
 
@@ -228,7 +281,7 @@ def _run_pipeline(args, run_dir, cfg, names) -> int:
             print(f"{folder}: {c.get('out', 0)} records, {c.get('rejected', 0)} rejected ({elapsed:.1f} s)",
                   flush=True)
 
-    pipeline.run_stages(run_dir, cfg, names, done)
+    pipeline.run_stages(run_dir, cfg, names, done, iteration=iteration)
     if rank0:
         print(pipeline.summarize(run_dir, cfg, seconds))
     return 0

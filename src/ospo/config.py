@@ -93,8 +93,58 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    enabled: bool = True  # False: full fine-tuning of the language model
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    # regex over module names: every linear projection of the language model only
+    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage 4. Defaults are the `ospo-v2` recipe; `recipe` presets (ospo/recipes/*.yaml) change them."""
+
+    simpo_weight: float = 0.8
+    simpo_beta: float = 3.0
+    copo_weight: float = 0.5  # conditional preference loss: same chosen image, true vs negative prompt
+    copo_beta: float = 5.0
+    gamma_ratio: float = 0.5  # gamma / beta, for SimPO and CoPO
+    sft_weight: float = 1.5
+    dpo_weight: float = 0.0
+    dpo_beta: float = 0.1
+    loss_type: str = "sigmoid"  # sigmoid | hinge
+    label_smoothing: float = 0.0
+    object_weighting: bool = False  # v3: SimPO on token weights 1 + alpha * object mask
+    alpha: float = 1.0
+    mask_skip_layers: int = 5  # attention layers skipped at each end for the object masks
+    otsu_scale: float = 0.8
+    lora: LoraSettings = LoraSettings()
+    lr: float = 1e-5
+    schedule: str = "constant"  # constant | cosine (after warm-up)
+    warmup_ratio: float = 0.0
+    steps: int = 0  # optimizer steps; 0 = `epochs` passes over the pairs
+    epochs: float = 1.0
+    batch_size: int = 128  # pairs per optimizer step, over all processes
+    micro_batch_size: int = 4  # pairs per forward pass per process (gradient accumulation fills the rest)
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    bf16: str = "auto"  # auto (on GPU) | true | false: bfloat16 autocast
+    gradient_checkpointing: bool = False
+    save_every: int = 100  # steps between checkpoints (0 = only at the end)
+    keep_last: int = 2  # checkpoints kept
+    merge: bool = False  # also save the LoRA-merged model (loads with `--model`, no `--adapter`)
+    iteration_lr_scale: float = 0.5  # iteration k trains with lr * scale**(k-1)
+    num_previews: int = 8  # v3 mask previews written
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
+    recipe: str = "ospo-v2"  # training preset (ospo/recipes/<name>.yaml): its values sit under the config's own
     chunk_size: int = 32  # items per chunk file: the unit of resuming and sharding (results do not depend on it)
     templates: str = "shapeworld"  # template set name or YAML path
     exclude_eval_prompts: bool = True  # drop prompts of the ShapeWorld evaluation sets
@@ -105,13 +155,31 @@ class RunConfig:
     images: ImagesConfig = ImagesConfig()
     questions: QuestionsConfig = QuestionsConfig()
     select: SelectConfig = SelectConfig()
+    train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
 
-_CHOICES = {("prompts", "mode"): ("in-context", "elements"), ("select", "rule"): ("v1", "v2", "v3", "best-of-n")}
+_CHOICES = {("prompts", "mode"): ("in-context", "elements"), ("select", "rule"): ("v1", "v2", "v3", "best-of-n"),
+            ("train", "loss_type"): ("sigmoid", "hinge"), ("train", "schedule"): ("constant", "cosine"),
+            ("train", "bf16"): ("auto", "true", "false")}
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_preset(name: str) -> dict:
+    """The config fragment a recipe stands for (a name from ospo/recipes, or a YAML path)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, recipe_names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown recipe '{name}'{hint}; recipes: {', '.join(recipe_names())}")
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def _check_type(key: str, value, annotation):
@@ -184,7 +252,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     for text in overrides:
         data = _merge(data, parse_override(text))
-    return _build(RunConfig, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must be a mapping")
+    recipe = data.get("recipe", RunConfig.recipe)
+    if not isinstance(recipe, str):
+        raise ConfigError(f"recipe must be str, got {type(recipe).__name__} {recipe!r}")
+    preset = recipe_preset(recipe)
+    preset.pop("recipe", None)
+    return _build(RunConfig, _merge(preset, data))
 
 
 def config_dict(cfg) -> dict:

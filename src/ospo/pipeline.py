@@ -28,7 +28,7 @@ from ospo.stages import STAGES, RunContext
 CONFIG_FILE = "config.yaml"
 # Config keys a run directory may be reused with: the selection (its folder is per rule) and the batch size (no
 # result depends on it: every random draw is seeded per item).
-MAY_DIFFER = ("select.", "model.batch_size")
+MAY_DIFFER = ("select.", "model.batch_size", "train.", "recipe")
 
 
 class RunDirError(OspoError):
@@ -68,6 +68,10 @@ def stage_dir_name(name: str, cfg: RunConfig) -> str:
         from ospo.stages.select import stage_name
 
         return stage_name(cfg.select)
+    if name == "train":
+        from ospo.stages.train import stage_name
+
+        return stage_name(cfg)
     return name
 
 
@@ -131,14 +135,37 @@ def run_stages(run_dir: str | Path, cfg: RunConfig, names: list[str],
     return manifests
 
 
+def next_iteration_config(cfg: RunConfig, previous_run: Path, k: int) -> RunConfig:
+    """Iteration k's config: the model iteration k-1 trained (its LoRA adapter, trained further; or its full
+    model) and a fresh seed, so the model writes new prompts and draws new images."""
+    import dataclasses
+
+    from ospo.stages import RunContext
+    from ospo.stages.train import stage_name
+
+    prev_cfg = load_run_config(previous_run)
+    manifest = RunContext(Path(previous_run), prev_cfg).stage(stage_name(prev_cfg)).manifest()
+    outputs = manifest.get("outputs", {})
+    if "adapter" in outputs:
+        model = dataclasses.replace(cfg.model, path=prev_cfg.model.path, adapter=outputs["adapter"])
+    elif "model" in outputs:
+        model = dataclasses.replace(cfg.model, path=outputs["model"], adapter=None)
+    else:
+        raise RunDirError(f"{previous_run}: its training saved no model ({manifest.get('stage')})")
+    return dataclasses.replace(cfg, seed=cfg.seed + k - 1, model=model)
+
+
 def spawn_workers(argv: list[str], num_processes: int) -> int:
     """Runs `ospo <argv>` in `num_processes` processes with OSPO_RANK / OSPO_WORLD_SIZE set (CPU threads split
     between them); stops the others when one fails. Returns the first non-zero exit status, else 0."""
     threads = str(max(1, (os.cpu_count() or 1) // num_processes))
+    port = str(_free_port())
     procs = []
     for rank in range(num_processes):
-        env = {"OMP_NUM_THREADS": threads, **os.environ, "OSPO_RANK": str(rank),
-               "OSPO_WORLD_SIZE": str(num_processes)}
+        # RANK/WORLD_SIZE/MASTER_*: the training stage joins a torch.distributed (gloo/nccl) group through accelerate
+        env = {"OMP_NUM_THREADS": threads, **os.environ, "OSPO_RANK": str(rank), "OSPO_WORLD_SIZE": str(num_processes),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(num_processes),
+               "LOCAL_WORLD_SIZE": str(num_processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         procs.append(subprocess.Popen([sys.executable, "-m", "ospo.cli", *argv], env=env))
     try:
         while True:
@@ -152,6 +179,14 @@ def spawn_workers(argv: list[str], num_processes: int) -> int:
             if p.poll() is None:
                 p.terminate()
                 p.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -188,6 +223,14 @@ def summarize(run_dir: str | Path, cfg: RunConfig, seconds: dict[str, float] | N
         lines.append(f"pairs: {out} of {select['counts'].get('in', 0)} prompts; with a negative prompt (CoPO): "
                      f"{select['counts'].get('with_negative_prompt', 0)}")
         lines += _histogram_lines(select.get("histograms", {}))
+    train = manifests.get("train")
+    if train:
+        f = train.get("final", {})
+        lines.append(f"training ({cfg.recipe}): {train.get('steps')} steps on {train.get('pairs')} pairs; last step: "
+                     f"loss {f.get('loss', float('nan')):.4f}, reward accuracy {f.get('rewards/accuracies', 0):.2f}, "
+                     f"margin {f.get('rewards/margins', 0):+.3f}")
+        for kind, path in train.get("outputs", {}).items():
+            lines.append(f"  {kind}: {path}")
     return "\n".join(lines)
 
 

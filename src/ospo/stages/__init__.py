@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from ospo.artifacts import StageDir
 from ospo.config import RunConfig, config_dict, config_hash
 
-STAGES = ("prompts", "perturb", "densify", "images", "questions", "score", "select")
+STAGES = ("prompts", "perturb", "densify", "images", "questions", "score", "select", "train")
 
 
 @dataclass
@@ -28,6 +28,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     progress: bool = True
+    iteration: int = 1  # of `ospo run --iterations K` (training scales its lr with it)
     wait_timeout_s: float = 24 * 3600
     _model: object = field(default=None, repr=False)
     _templates: object = field(default=None, repr=False)
