@@ -40,3 +40,20 @@ def test_hash_changes_with_values_only():
     assert config_hash(RunConfig()) == config_hash(load_config(None, []))
     assert config_hash(RunConfig()) != config_hash(load_config(None, ["images.cfg_scale=4"]))
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
+
+
+def test_recipes_set_defaults_under_the_file_and_switch_over_a_saved_config(tmp_path):
+    import yaml
+
+    from ospo.config import config_dict
+
+    path = tmp_path / "c.yaml"
+    path.write_text("recipe: ospo-v3\ntrain: {simpo_beta: 7.0, lr: 1e-4}\n")
+    cfg = load_config(path)
+    assert cfg.select.rule == "v3" and cfg.train.object_weighting and cfg.train.simpo_beta == 7.0  # file wins
+    assert cfg.train.lr == 1e-4  # YAML reads 1e-4 as a string: still a float here
+    saved = tmp_path / "saved.yaml"  # a run directory's resolved config holds every key
+    saved.write_text(yaml.safe_dump(config_dict(cfg)))
+    switched = load_config(saved, ["recipe=ospo-v1", "train.simpo_beta=12"])
+    assert switched.select.rule == "v1" and not switched.train.object_weighting and switched.train.sft_weight == 0
+    assert switched.train.simpo_beta == 12 and switched.train.lr == 1e-4  # --set wins; keys the recipe leaves stay

@@ -249,7 +249,7 @@ def test_janus_pro_set(tmp_path):
     assert plan["color1"] == plan["numeracy1"] == ("replace",) * 3
     assert plan["color2"] == plan["spatial3d"] == plan["numeracy2"] == plan["complex"] == ("replace", "swap", "drop")
     assert plan["non-spatial"] == ("replace", "drop", "replace")
-    for config in Path(__file__).parents[1].glob("configs/janus-pro*.yaml"):  # the recipes name these sub-categories
+    for config in (Path(__file__).parents[1] / "src" / "ospo" / "configs").glob("janus-pro*.yaml"):  # the recipes name these sub-categories
         assert set(yaml.safe_load(config.read_text())["prompts"]["counts"]) <= set(categories), config
     assert all(len(e.seeds) >= 6 and e.compose for e in t.subcategories.values())
     assert t.vqa("Is there a red car?") == "Is there a red car? Please answer yes or no."

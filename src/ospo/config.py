@@ -192,6 +192,13 @@ def _check_type(key: str, value, annotation):
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if key.endswith(".bf16") and isinstance(value, bool):  # YAML reads `bf16: false` as a boolean
+        return str(value).lower()
     if hint in (int, float, str, bool, dict) and not (isinstance(value, hint) and not
                                                       (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
@@ -239,27 +246,46 @@ def parse_override(text: str) -> dict:
     return value
 
 
+CONFIGS_DIR = Path(__file__).parent / "configs"
+
+
+def config_names() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A shipped config's name (`shapeworld`, `janus-pro-1b`, `janus-pro-7b`) or a YAML file's path."""
+    p = Path(name)
+    if not p.suffix and not p.exists() and (CONFIGS_DIR / f"{name}.yaml").is_file():
+        return CONFIGS_DIR / f"{name}.yaml"
+    return p
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Defaults <- YAML file <- `--set` overrides, validated against RunConfig."""
+    """Defaults <- YAML file (or a shipped config's name) <- `--set` overrides, validated against RunConfig."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
+        p = config_path(path)
         if not p.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
+            raise ConfigError(f"config file '{path}' does not exist (shipped configs: {', '.join(config_names())})")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    for text in overrides:
-        data = _merge(data, parse_override(text))
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must be a mapping")
-    recipe = data.get("recipe", RunConfig.recipe)
+    extra: dict = {}
+    for text in overrides:
+        extra = _merge(extra, parse_override(text))
+    # the recipe's preset sits under the file's values, except when `--set recipe=...` switches recipe: then it
+    # replaces the file's values of the keys it sets (a saved run config holds every key) and only --set wins
+    recipe = extra.get("recipe", data.get("recipe", RunConfig.recipe))
     if not isinstance(recipe, str):
         raise ConfigError(f"recipe must be str, got {type(recipe).__name__} {recipe!r}")
     preset = recipe_preset(recipe)
     preset.pop("recipe", None)
-    return _build(RunConfig, _merge(preset, data))
+    data = _merge(data, preset) if "recipe" in extra else _merge(preset, data)
+    return _build(RunConfig, _merge(data, extra))
 
 
 def config_dict(cfg) -> dict:

@@ -245,3 +245,35 @@ def summarize(results: Iterable[ImageResult], num_resamples: int = 1000, seed: i
         sum(e.num_prompts for e in tasks.values()), sum(e.num_images for e in tasks.values()),
     )
     return Summary(tasks, overall)
+
+
+def compare(base: Iterable[ImageResult], other: Iterable[ImageResult], num_resamples: int = 1000,
+            seed: int = 0) -> Summary:
+    """Paired bootstrap of `other - base` on the same prompts: per-task and overall differences of the means,
+    each with a 95% interval. Each resample draws every task's prompts with replacement and takes both models'
+    images of the drawn prompts, so the interval reflects prompt sampling and image noise of both."""
+    per_prompt: dict[str, dict[str, list[list[float]]]] = {}
+    for k, results in enumerate((base, other)):
+        for r in results:
+            per_prompt.setdefault(r.task, {}).setdefault(r.prompt_id, [[], []])[k].append(float(r.score))
+    if not per_prompt:
+        raise ValueError("no results to compare")
+    rng = np.random.default_rng(seed)
+    tasks, draws = {}, []
+    for task in sorted(per_prompt):
+        rows = [v for v in per_prompt[task].values() if v[0] and v[1]]
+        if len(rows) != len(per_prompt[task]):
+            raise ValueError(f"task {task}: some prompts were evaluated for one model only")
+        sums = np.array([[sum(a), sum(b)] for a, b in rows])  # (P, 2)
+        counts = np.array([[len(a), len(b)] for a, b in rows])
+        picks = rng.integers(0, len(rows), size=(num_resamples, len(rows)))
+        means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)  # (B, 2)
+        diff = means[:, 1] - means[:, 0]
+        low, high = np.percentile(diff, [2.5, 97.5])
+        delta = float(sums[:, 1].sum() / counts[:, 1].sum() - sums[:, 0].sum() / counts[:, 0].sum())
+        tasks[task] = Estimate(delta, float(low), float(high), len(rows), int(counts[:, 1].sum()))
+        draws.append(diff)
+    low, high = np.percentile(np.mean(draws, axis=0), [2.5, 97.5])
+    overall = Estimate(float(np.mean([e.mean for e in tasks.values()])), float(low), float(high),
+                       sum(e.num_prompts for e in tasks.values()), sum(e.num_images for e in tasks.values()))
+    return Summary(tasks, overall)

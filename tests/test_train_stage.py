@@ -1,0 +1,90 @@
+"""The training stage inside a run directory: outputs that load, v3 masks, the DPO reference, iterations."""
+
+import json
+
+import pytest
+import torch
+
+from ospo.artifacts import StageDir
+from ospo.cli import main
+from ospo.config import load_config
+from ospo.model import JanusAdapter
+from ospo.stages.train import stage_name
+from test_pipeline import PERMISSIVE, config_file, write_upstream  # noqa: F401  (fixture)
+
+SMALL = ["--set", "train.steps=2", "--set", "train.batch_size=2", "--set", "train.micro_batch_size=1",
+         "--set", "train.lora.r=4", "--set", "train.lora.alpha=8", "--set", "train.lr=1e-2"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, config_file):  # noqa: F811
+    run_dir = write_upstream(tmp_path_factory.mktemp("runs") / "run")
+    assert main(["run", "--config", str(config_file), "--out", str(run_dir), "--stages",
+                 "images,score,select,train", *PERMISSIVE, *SMALL]) == 0
+    return run_dir
+
+
+def _train_dir(run_dir, *overrides):
+    cfg = load_config(run_dir / "config.yaml", list(overrides))
+    return StageDir(run_dir, stage_name(cfg))
+
+
+def test_train_stage_writes_an_adapter_that_loads_and_changes_the_model(trained_run, tiny_dir, tiny, capsys):
+    stage = _train_dir(trained_run)
+    manifest = stage.manifest()
+    assert manifest["steps"] == 2 and manifest["pairs"] >= 1 and manifest["select"].startswith("select-v2")
+    rows = [json.loads(r) for r in (stage.path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+            "logps/rejected", "grad_norm", "lr"} <= set(rows[-1])
+    trained = JanusAdapter.from_pretrained(str(tiny_dir), adapter=manifest["outputs"]["adapter"])
+    codes = torch.zeros(1, tiny.num_image_tokens, dtype=torch.long)
+    with torch.no_grad():
+        assert not torch.allclose(trained.image_token_logps(["a red circle"], codes),
+                                  tiny.image_token_logps(["a red circle"], codes))
+
+
+def test_another_recipe_trains_beside_the_first_and_the_summary_reports_it(trained_run, capsys):
+    assert main(["stage", "train", "--run", str(trained_run), "--set", "recipe=sft-only", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "training (sft-only): 2 steps" in out
+    names = sorted(p.name for p in trained_run.iterdir() if p.name.startswith("train-"))
+    assert len(names) == 2 and names[1].startswith("train-sft-only-")
+
+
+def test_object_weighting_stores_masks_and_previews(trained_run, tiny):
+    over = ["--set", "train.object_weighting=true"]
+    assert main(["stage", "train", "--run", str(trained_run), *over, *SMALL]) == 0
+    stage = _train_dir(trained_run, "train.object_weighting=true", *[s for s in SMALL if s != "--set"])
+    from safetensors.torch import load_file
+
+    w = load_file(str(stage.path / "object_weights.safetensors"))
+    assert w["chosen"].shape[1] == tiny.num_image_tokens and w["chosen"].min() >= 1 and w["chosen"].max() <= 2  # 1 + alpha * m
+    previews = list((stage.path / "masks").glob("*.png"))
+    assert previews and json.loads((stage.path / "masks" / "object_words.json").read_text())
+
+
+def test_dpo_keeps_the_reference_log_probs_with_the_pairs(trained_run):
+    assert main(["stage", "train", "--run", str(trained_run), "--set", "recipe=dpo", *SMALL]) == 0
+    stage = _train_dir(trained_run, "recipe=dpo", *[s for s in SMALL if s != "--set"])
+    from safetensors.torch import load_file
+
+    ref = load_file(str(stage.path / "reference_logps.safetensors"))
+    assert ref["chosen"].shape == ref["rejected"].shape and torch.isfinite(ref["chosen"]).all()
+    rows = [json.loads(r) for r in (stage.path / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the first step
+
+
+def test_iterations_train_on_data_from_the_previous_iterations_model(tmp_path, config_file):  # noqa: F811
+    out = tmp_path / "iters"
+    for k in (1, 2):
+        write_upstream(out / f"iter-{k}")
+    assert main(["run", "--config", str(config_file), "--out", str(out), "--iterations", "2", "--stages",
+                 "images,score,select,train", *PERMISSIVE, *SMALL]) == 0
+    cfg1 = load_config(out / "iter-1" / "config.yaml")
+    cfg2 = load_config(out / "iter-2" / "config.yaml")
+    adapter1 = StageDir(out / "iter-1", stage_name(cfg1)).manifest()["outputs"]["adapter"]
+    assert cfg2.model.adapter == adapter1 and cfg2.seed == cfg1.seed + 1
+    m2 = StageDir(out / "iter-2", stage_name(cfg2)).manifest()
+    assert m2["lr"] == pytest.approx(cfg1.train.lr * cfg1.train.iteration_lr_scale)
+    assert json.loads((out / "iter-2" / "images" / "identity.json").read_text())["model"]["adapter"] == adapter1
