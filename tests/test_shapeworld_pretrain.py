@@ -40,7 +40,7 @@ def test_vq_batch_targets_match_codes():
     assert np.array_equal(pixels, world_codes.paint_codes(codes[0].numpy()))
 
 
-SMALL = PretrainConfig(vq_steps=2, vq_batch=2, lm_steps=3, batch_t2i=3, batch_vqa=2, batch_text=2,
+SMALL = PretrainConfig(vq_steps=2, vq_batch=2, vision_steps=2, vision_batch=2, lm_steps=3, batch_t2i=3, batch_vqa=2, batch_text=2,
                        checkpoint_every=1, eval_every=0, warmup_steps=1)
 
 
@@ -87,3 +87,19 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     pretrain(tmp_path, SMALL, spec=small_spec())
     with pytest.raises(OspoError, match="another config"):
         pretrain(tmp_path, replace(SMALL, lm_steps=4), spec=small_spec())
+
+
+def test_a_checkpoint_flagged_as_code_painter_decodes_exactly(tmp_path):
+    from ospo.model import JanusAdapter
+    from ospo.shapeworld.world import vocabulary
+    from ospo.tiny import build_tiny_janus
+
+    model, processor = build_tiny_janus(small_spec(), vocabulary(), seed=0)
+    model.config.ospo_code_painter = "shapeworld"
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    adapter = JanusAdapter.from_pretrained(str(tmp_path))
+    rng = np.random.default_rng(0)
+    scenes = [sampler.sample_scene(sampler.sample_spec(rng, "color2"), rng) for _ in range(3)]
+    images = adapter.decode_images(torch.tensor(np.stack([world_codes.scene_to_codes(s) for s in scenes])))
+    assert all(np.array_equal(np.asarray(im), render(s)) for im, s in zip(images, scenes))

@@ -273,7 +273,8 @@ class JanusAdapter:
 
     @torch.no_grad()
     def decode_images(self, codes: torch.Tensor) -> list:
-        """(B, N) codes -> B RGB PIL images. Janus-Pro pixels are normalised with mean = std = 0.5."""
+        """(B, N) codes -> B RGB PIL images. Janus-Pro pixels are normalised with mean = std = 0.5. A checkpoint whose
+        config sets `ospo_code_painter: "shapeworld"` paints its by-construction codes exactly instead."""
         from PIL import Image
 
         codes = torch.as_tensor(codes, dtype=torch.long)
@@ -281,6 +282,12 @@ class JanusAdapter:
             raise InputError(f"codes must have shape (B, {self.num_image_tokens}), got {tuple(codes.shape)}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise InputError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+        if getattr(self.janus.config, "ospo_code_painter", None) == "shapeworld":
+            # ShapeWorld's codes are defined by construction (one per cell content), so decoding is an exact lookup;
+            # the checkpoint's learned VQ decoder is not accurate enough after CPU training (see README)
+            from ospo.shapeworld.codes import paint_codes
+
+            return [Image.fromarray(paint_codes(row)) for row in codes.cpu().numpy()]
         images = []
         for i in range(0, len(codes), self.batch_size):
             pixels = self.janus.decode_image_tokens(codes[i:i + self.batch_size].to(self.device))  # (b, H, W, 3)

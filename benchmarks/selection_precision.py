@@ -1,0 +1,103 @@
+"""Selection precision of the OSPO rules on ShapeWorld, scored by the exact oracle (for this report only: the
+pipeline itself never sees the oracle).
+
+For each rule (v1, v2, v3, and the SILMM-style best-of-N baseline) on the same finished run (stages prompts ...
+score): how many pairs it keeps, how often the chosen image truly satisfies the prompt, how often the rejected
+image truly fails it, and both. A random pick among the same prompt's images is the chance baseline.
+
+    python -m benchmarks.selection_precision --run runs/demo [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ospo.shapeworld import oracle
+from ospo.shapeworld.captions import CaptionError, parse_caption
+from ospo.shapeworld.codes import paint_codes
+
+RULES = ("v1", "v2", "v3", "best-of-n")
+
+
+def truly_correct(prompt: str, codes) -> bool | None:
+    """The oracle's GenEval verdict of the image (painted from its codes) for the short prompt; None when the
+    prompt is not a ShapeWorld caption."""
+    try:
+        spec = parse_caption(prompt)
+    except CaptionError:
+        return None
+    return oracle.score_spec(spec, oracle.read_scene(paint_codes(codes))).correct
+
+
+def precision(pairs, codes, prompts) -> dict:
+    rows = []
+    for p in pairs:
+        ok_w = truly_correct(prompts[p.provenance.get("prompt_id", p.id)], codes[p.chosen_image_id])
+        ok_l = truly_correct(prompts[p.provenance.get("prompt_id", p.id)], codes[p.rejected_image_id])
+        if ok_w is not None and ok_l is not None:
+            rows.append((ok_w, not ok_l))
+    a = np.array(rows, dtype=float).reshape(-1, 2)
+    return {"pairs": len(pairs), "scored": len(rows),
+            "chosen_correct": float(a[:, 0].mean()) if len(a) else float("nan"),
+            "rejected_wrong": float(a[:, 1].mean()) if len(a) else float("nan"),
+            "both": float((a[:, 0] * a[:, 1]).mean()) if len(a) else float("nan")}
+
+
+def chance(images, codes, prompts, seed: int = 0) -> dict:
+    """Chosen and rejected drawn at random (without replacement) among each prompt's images."""
+    by_prompt = defaultdict(list)
+    for im in images:
+        by_prompt[im.prompt_id].append(im.id)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid, ids in sorted(by_prompt.items()):
+        if len(ids) < 2 or pid not in prompts:
+            continue
+        w, l = rng.choice(sorted(ids), size=2, replace=False)
+        ok_w, ok_l = truly_correct(prompts[pid], codes[w]), truly_correct(prompts[pid], codes[l])
+        if ok_w is not None and ok_l is not None:
+            rows.append((ok_w, not ok_l))
+    a = np.array(rows, dtype=float).reshape(-1, 2)
+    return {"pairs": len(rows), "scored": len(rows), "chosen_correct": float(a[:, 0].mean()),
+            "rejected_wrong": float(a[:, 1].mean()), "both": float((a[:, 0] * a[:, 1]).mean())}
+
+
+def main(argv=None) -> None:
+    from ospo import pipeline
+    from ospo.records import Image, Prompt, TrainingPair
+    from ospo.stages.images import load_image_codes
+    from ospo.stages.select import stage_name
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="a ShapeWorld run directory with stages prompts ... score done")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    run = Path(args.run)
+    cfg = pipeline.load_run_config(run)
+    from ospo.artifacts import StageDir
+
+    codes = load_image_codes(StageDir(run, "images"))
+    prompts = {p.id: p.text for p in StageDir(run, "prompts").records() if isinstance(p, Prompt)}
+    images = [i for i in StageDir(run, "images").records() if isinstance(i, Image)]
+    results = {"chance (random pick among the prompt's images)": chance(images, codes, prompts)}
+    for rule in RULES:
+        rcfg = pipeline.load_run_config(run, [f"select.rule={rule}"])
+        pipeline.run_stages(run, rcfg, ["select"], progress=False)
+        pairs = [r for r in StageDir(run, stage_name(rcfg.select)).records() if isinstance(r, TrainingPair)]
+        results[rule] = precision(pairs, codes, prompts)
+    print(f"selection precision on {run} ({len(prompts)} prompts, {len(images)} images), oracle-scored\n")
+    print(f"| rule | pairs | chosen truly correct | rejected truly wrong | both |")
+    print("|---|---|---|---|---|")
+    for rule, r in results.items():
+        print(f"| {rule} | {r['pairs']} | {r['chosen_correct']:.3f} | {r['rejected_wrong']:.3f} | {r['both']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
