@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_shapeworld_pretrain)
 
     p = sub.add_parser("run", help="run the OSPO loop (prompts ... select, train) into a run directory")
-    p.add_argument("--config", required=True, help="YAML experiment config (see configs/)")
+    p.add_argument("--config", required=True, help="a YAML config file, or a shipped one: shapeworld, janus-pro-1b, janus-pro-7b")
     _add_run_args(p)
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--stages", default=None, help="comma-separated subset of: " + ", ".join(STAGES)
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.set_defaults(func=cmd_stage)
 
+    p = sub.add_parser("report", help="write an offline HTML report of a run directory (pairs, curves, evals)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `ospo run`")
+    p.add_argument("--out", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="eval_command", metavar="BENCHMARK")
     p = ev.add_parser("shapeworld", help="ShapeWorld-GenEval / -CompBench, scored by the exact oracle")
     _add_model_args(p, required=False)
@@ -95,6 +100,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_shapeworld)
+
+    p = ev.add_parser("export", help="generate images in the layout the official GenEval / T2I-CompBench / DPG-Bench "
+                                     "scorer reads (resumable; prints the scorer commands)")
+    p.add_argument("benchmark", choices=["geneval", "t2i-compbench", "dpg-bench"], metavar="BENCH",
+                   help="geneval | t2i-compbench | dpg-bench")
+    p.add_argument("--prompts", required=True, help="geneval: evaluation_metadata.jsonl; t2i-compbench: a "
+                   "<category>_val.txt or the dataset folder; dpg-bench: the prompts folder of <item_id>.txt")
+    _add_model_args(p)
+    p.add_argument("--seed", type=int, default=42, help="image k of every prompt uses seed + k")
+    p.add_argument("--images-per-prompt", type=int, default=None,
+                   help="default: 4 (geneval), 10 (t2i-compbench); dpg-bench: always 4 (one 2x2 grid)")
+    p.add_argument("--cfg-scale", type=float, default=5.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--limit", type=int, default=None, help="first N prompts (of every category)")
+    p.add_argument("--category", action="append", default=None, metavar="NAME[,NAME]",
+                   help="t2i-compbench categories to export from the dataset folder (default: all 8)")
+    p.add_argument("--num-processes", type=int, default=1, help="shard the prompts over N local worker processes")
+    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    p.set_defaults(func=cmd_eval_export)
+
+    p = sub.add_parser("demo", help="the whole loop on the shipped ShapeWorld model, with a before/after table")
+    p.add_argument("--out", default="runs/demo", help="output (and run) directory; rerun to resume")
+    p.add_argument("--config", default="shapeworld", help="config name or YAML path (default: shapeworld)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set recipe=ospo-v3 (repeatable)")
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--limit", type=int, default=None, help="first N prompts of every evaluation task")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -220,6 +254,22 @@ def cmd_eval_shapeworld(args) -> None:
     print(f"results.json, table.md and contact_sheet.png in {args.out}")
 
 
+def cmd_eval_export(args) -> int:
+    from ospo.evaluate.export import export_command
+
+    return export_command(args, load_model)
+
+
+def cmd_demo(args) -> None:
+    from ospo.demo import run_demo
+
+    info = run_demo(args.out, args.config, args.overrides, images_per_prompt=args.images_per_prompt,
+                    limit=args.limit, seed=args.seed)
+    print(info["table"])
+    print(f"time: {sum(info['seconds'].values()) / 60:.1f} min; details in {args.out}/demo.json"
+          + (f"; report: {info['report']}" if "report" in info else ""))
+
+
 def cmd_run(args) -> int:
     from ospo import pipeline
     from ospo.config import load_config
@@ -285,6 +335,12 @@ def _run_pipeline(args, run_dir, cfg, names, iteration: int = 1) -> int:
     if rank0:
         print(pipeline.summarize(run_dir, cfg, seconds))
     return 0
+
+
+def cmd_report(args) -> None:
+    from ospo.report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out)}")
 
 
 def main(argv=None) -> int:
