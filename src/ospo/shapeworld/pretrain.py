@@ -476,6 +476,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     cfg = load_config(out, cfg)
     model, processor = build_tiny_janus(spec or shapeworld_spec(), vocabulary(), seed=cfg.seed)
     model.generation_config.guidance_scale = 3.0
+    model.config.ospo_code_painter = "shapeworld"  # decode = exact painting of the by-construction codes
     reinit_outside_vq(model, cfg.seed)
     init_code_embeddings(model)
     if cfg.init_from:
@@ -488,7 +489,6 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
     metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
                        evaluate=lambda a: dev_evaluate(a, cfg))
-    model.config.ospo_code_painter = "shapeworld"  # decode = exact painting of the by-construction codes
     model.save_pretrained(out)
     processor.save_pretrained(out)
     info = {"pretrain_config": asdict(cfg), "data_version": DATA_VERSION, "vq": vq_metrics, "vision": vision_metrics, "final": metrics}

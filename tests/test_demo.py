@@ -1,0 +1,31 @@
+"""End-to-end on the shipped ShapeWorld checkpoint (slow: CI runs these in their own time box)."""
+
+import json
+
+import pytest
+
+from ospo.cli import main
+from ospo.shapeworld import checkpoint_path
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (checkpoint_path() / "model.safetensors").exists(),
+                                 reason="the ShapeWorld checkpoint is not in this checkout")]
+SMALL = ["--set", "prompts.counts={object1: 2, object2: 3, color1: 3, color2: 4, texture1: 3, texture2: 4, "
+                  "spatial: 4, numeracy1: 3, numeracy2: 4, complex: 4}"]
+
+
+def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--limit", "2", "--images-per-prompt", "1", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "| task | base | ospo-v2 | difference (paired) |" in printed and "**overall**" in printed
+    info = json.loads((out / "demo.json").read_text())
+    assert info["outputs"]["adapter"] and (out / "report.html").stat().st_size > 0
+    assert (out / "eval" / "base" / "results.json").exists() and (out / "eval" / "ospo-v2" / "results.json").exists()
+    select = json.loads((out / "select-v2" / "manifest.json").read_text())
+    assert select["counts"]["out"] > 0
+    # a rerun resumes: every stage and both evaluations are found finished
+    assert main(["demo", "--out", str(out), "--limit", "2", "--images-per-prompt", "1", *SMALL]) == 0
+    again = json.loads((out / "demo.json").read_text())
+    assert again["summary"] == info["summary"]
+    assert max(v for k, v in again["seconds"].items() if not k.startswith("eval")) < 5.0
