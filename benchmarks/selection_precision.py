@@ -5,7 +5,7 @@ For each rule (v1, v2, v3, and the SILMM-style best-of-N baseline) on the same f
 score): how many pairs it keeps, how often the chosen image truly satisfies the prompt, how often the rejected
 image truly fails it, and both. A random pick among the same prompt's images is the chance baseline.
 
-    python -m benchmarks.selection_precision --run runs/demo [--json out.json]
+    python -m benchmarks.selection_precision --run runs/demo [--set select.chosen_threshold=-0.4 ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a ShapeWorld run directory with stages prompts ... score done")
+    ap.add_argument("--set", action="append", default=[], dest="overrides",
+                    help="config overrides for the selection, e.g. select.chosen_threshold=-0.4")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     run = Path(args.run)
@@ -86,7 +88,7 @@ def main(argv=None) -> None:
     images = [i for i in StageDir(run, "images").records() if isinstance(i, Image)]
     results = {"chance (random pick among the prompt's images)": chance(images, codes, prompts)}
     for rule in RULES:
-        rcfg = pipeline.load_run_config(run, [f"select.rule={rule}"])
+        rcfg = pipeline.load_run_config(run, [*args.overrides, f"select.rule={rule}"])
         pipeline.run_stages(run, rcfg, ["select"], progress=False)
         pairs = [r for r in StageDir(run, stage_name(rcfg.select)).records() if isinstance(r, TrainingPair)]
         results[rule] = precision(pairs, codes, prompts)
