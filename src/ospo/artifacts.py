@@ -134,7 +134,10 @@ class StageDir:
                 raise StageMismatch(f"stage '{self.name}' in {self.path.parent} was made with a different "
                                     f"{', '.join(diff)}; use a new run directory (or delete {self.path})")
             return
-        self.parts.mkdir(parents=True, exist_ok=True)
+        try:
+            self.parts.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only run directory: name the folder, as atomic writes name the file
+            raise ArtifactError(f"could not create {self.parts}: {e.strerror or e}") from None
         atomic_write_text(path, json.dumps(identity, indent=1, sort_keys=True))
 
     # -- chunks

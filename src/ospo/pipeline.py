@@ -4,10 +4,12 @@ A run directory holds the resolved `config.yaml` of the run and one folder per s
 Reusing a run directory with another config is refused, naming the keys that differ, except for the
 `select` section (re-selecting with another rule is cheap and writes its own folder) and `model.batch_size`.
 Stage modules are imported by name (`ospo.stages.<name>`, each with `run(ctx) -> manifest`) only when run.
+Stages run under a lock of the run directory (`lock_run_dir`), so two runs never write into one directory at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
@@ -26,6 +28,7 @@ from ospo.scoring import histogram
 from ospo.stages import STAGES, RunContext
 
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
 # Config keys a run directory may be reused with: the selection (its folder is per rule) and the batch size (no
 # result depends on it: every random draw is seeded per item).
 MAY_DIFFER = ("select.", "model.batch_size", "train.", "recipe")
@@ -115,23 +118,58 @@ def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig
 
 
 # ------------------------------------------------------------------------------------------------ running
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | Path, rank: int = 0):
+    """Holds an exclusive `flock` on RUN_DIR/.lock (rank r > 0: RUN_DIR/.lock-rank-r) for the body; RunDirError at
+    once, naming the directory and the lock, when another process holds it.
+
+    One lock per rank: the processes of one run (`--num-processes` workers, which set OSPO_RANK, or `accelerate
+    launch` ranks) have distinct ranks, so they never block each other, while a process of a second run on the same
+    directory collides with the process of its rank in the first run and stops before writing anything. (A second
+    run with more ranks than the first: its extra ranks find their locks free, but its rank 0 fails at once and
+    `spawn_workers` / the launcher stops the others.) The `--num-processes` parent takes no lock: it only checks or
+    creates config.yaml, which every rank checks again under its lock. The kernel drops a lock when its process
+    dies, even by SIGKILL, so a killed run leaves no stale lock; the empty lock files stay (deleting one could let
+    two processes lock two different files).
+    """
+    import fcntl
+
+    path = Path(run_dir) / (LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank-{rank}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a")
+    except OSError as e:
+        raise RunDirError(f"cannot create the lock file {path}: {e.strerror or e}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{run_dir} is in use by another ospo run (it holds the lock {path}); wait for that "
+                              f"run to end, or use another run directory") from None
+        yield  # closing the file releases the lock
+
+
 def run_stages(run_dir: str | Path, cfg: RunConfig, names: list[str],
                on_stage_done: Callable[[str, dict, float], None] | None = None, **ctx_kw) -> dict[str, dict]:
-    """Runs the named stages in order as this process's rank (RANK/WORLD_SIZE or OSPO_RANK/OSPO_WORLD_SIZE);
-    returns {stage folder: manifest}. Each stage folder also gets the resolved config."""
+    """Runs the named stages in order as this process's rank (RANK/WORLD_SIZE or OSPO_RANK/OSPO_WORLD_SIZE) under
+    the rank's lock of the run directory; returns {stage folder: manifest}. Each stage folder also gets the resolved
+    config."""
     ctx = RunContext.from_env(run_dir, cfg, **ctx_kw)
     if "progress" not in ctx_kw:
         ctx.progress = ctx.rank == 0
     manifests = {}
-    for name in names:
-        start = time.monotonic()
-        manifest = stage_module(name).run(ctx) or ctx.stage(stage_dir_name(name, cfg)).manifest()
-        folder = manifest.get("stage", name)
-        if ctx.rank == 0 and not (Path(run_dir) / folder / CONFIG_FILE).exists():
-            atomic_write_text(Path(run_dir) / folder / CONFIG_FILE, yaml.safe_dump(config_dict(cfg), sort_keys=False))
-        manifests[folder] = manifest
-        if on_stage_done:
-            on_stage_done(folder, manifest, time.monotonic() - start)
+    with lock_run_dir(run_dir, ctx.rank):
+        prepare_run_dir(run_dir, cfg)  # again, under the lock: two runs started together both passed the first check
+        for name in names:
+            start = time.monotonic()
+            manifest = stage_module(name).run(ctx) or ctx.stage(stage_dir_name(name, cfg)).manifest()
+            folder = manifest.get("stage", name)
+            if ctx.rank == 0 and not (Path(run_dir) / folder / CONFIG_FILE).exists():
+                atomic_write_text(Path(run_dir) / folder / CONFIG_FILE,
+                                  yaml.safe_dump(config_dict(cfg), sort_keys=False))
+            manifests[folder] = manifest
+            if on_stage_done:
+                on_stage_done(folder, manifest, time.monotonic() - start)
     return manifests
 
 

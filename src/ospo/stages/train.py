@@ -273,14 +273,23 @@ def save_checkpoint(out: Path, step: int, model, opt, keep_last: int) -> Path:
 
 
 def load_checkpoint(out: Path, model, opt) -> int:
-    """Restores the last complete checkpoint; returns its step (0 when there is none)."""
+    """Restores the last complete checkpoint; returns its step (0 when there is none). A file of it that cannot be
+    read, or an optimizer state holding anything but tensors and plain values (torch.load(weights_only=True) refuses
+    to unpickle other objects), is a TrainingError naming the file."""
+    import pickle
+
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     found = _checkpoints(out)
     if not found:
         return 0
     last = found[-1]
-    state = load_file(str(last / "trainable.safetensors"))
+    fix = f"delete {last} to resume from the checkpoint before it, or use a new run directory"
+    try:
+        state = load_file(str(last / "trainable.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise TrainingError(f"cannot resume: {last / 'trainable.safetensors'} is unreadable ({e}); {fix}") from None
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     if missing or any(n not in params for n in state):
@@ -289,7 +298,15 @@ def load_checkpoint(out: Path, model, opt) -> int:
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
-    opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    try:
+        opt.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    except pickle.UnpicklingError:
+        raise TrainingError(f"cannot resume: {last / 'optimizer.pt'} holds objects other than tensors, which ospo "
+                            f"does not unpickle; {fix}") from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrainingError(f"cannot resume: {last / 'optimizer.pt'} is not a readable optimizer state ({first}); "
+                            f"{fix}") from None
     step = json.loads((last / "state.json").read_text())["step"]
     log.info("resuming training from %s", last)
     return step
@@ -540,6 +557,15 @@ def load_pair_data(ctx, select_stage: StageDir) -> tuple[PairData, list[Rejected
     return data, rejected
 
 
+def _save_atomic(tensors: dict, path: Path) -> None:
+    """safetensors file written to a temporary name and renamed: a killed run never leaves a truncated one."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
 def run(ctx) -> dict:
     """Trains on the selection of this run's rule; returns the manifest."""
     from safetensors.torch import load_file, save_file
@@ -564,7 +590,7 @@ def run(ctx) -> dict:
         if not ref.exists():
             c, r = reference_logps(adapter, data, batch)
             if ctx.rank == 0:
-                save_file({"chosen": c, "rejected": r}, str(ref))
+                _save_atomic({"chosen": c, "rejected": r}, ref)
         loaded = load_file(str(ref)) if ref.exists() else {"chosen": c, "rejected": r}
         data.reference_chosen, data.reference_rejected = loaded["chosen"], loaded["rejected"]
     if t.object_weighting:
@@ -572,7 +598,7 @@ def run(ctx) -> dict:
         if not masks.exists():
             c, r = object_token_weights(adapter, data, t, batch)
             if ctx.rank == 0:
-                save_file({"chosen": c, "rejected": r}, str(masks))
+                _save_atomic({"chosen": c, "rejected": r}, masks)
                 data.chosen_weights, data.rejected_weights = c, r
                 write_mask_previews(adapter, data, out / "masks", t.num_previews)
         loaded = load_file(str(masks)) if masks.exists() else {"chosen": c, "rejected": r}
