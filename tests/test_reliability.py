@@ -471,6 +471,7 @@ def test_adapter_of_another_base_model_is_refused_in_one_line(tmp_path, tiny_dir
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"ospo generate: error: adapter '{tmp_path / 'adapter'}' does not fit this base model: ")
+    assert "size mismatch" in line  # the line that says what does not fit, not PEFT's header
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     with pytest.raises(ModelLoadError):  # --debug: the exception with its traceback
         main(["--debug", *args])

@@ -511,4 +511,6 @@ def _attach_adapter(model, adapter: str):
     try:
         return PeftModel.from_pretrained(model, adapter)
     except (RuntimeError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"adapter '{adapter}' does not fit this base model: {str(e).splitlines()[0]}") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(e).__name__)
+        raise ModelLoadError(f"adapter '{adapter}' does not fit this base model: {detail}") from None
