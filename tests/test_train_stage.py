@@ -88,3 +88,29 @@ def test_iterations_train_on_data_from_the_previous_iterations_model(tmp_path, c
     m2 = StageDir(out / "iter-2", stage_name(cfg2)).manifest()
     assert m2["lr"] == pytest.approx(cfg1.train.lr * cfg1.train.iteration_lr_scale)
     assert json.loads((out / "iter-2" / "images" / "identity.json").read_text())["model"]["adapter"] == adapter1
+
+
+def test_a_full_disk_during_training_names_the_file_and_keeps_checkpoints(trained_run, monkeypatch, capsys):
+    import errno
+
+    from ospo.stages import train as train_mod
+
+    real = train_mod.MetricLog.write
+    calls = {"n": 0}
+
+    def full_disk(self, row):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self, row)
+
+    monkeypatch.setattr(train_mod.MetricLog, "write", full_disk)
+    over = ["--set", "recipe=sft-only", *SMALL, "--set", "train.save_every=1"]
+    assert main(["stage", "train", "--run", str(trained_run), *over]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "could not write" in err and "log.jsonl: No space left on device" in err
+    stage = _train_dir(trained_run, "recipe=sft-only", *[s for s in over[2:] if s != "--set"])
+    assert (stage.path / "checkpoints" / "step-000001" / "state.json").exists()
+    monkeypatch.setattr(train_mod.MetricLog, "write", real)
+    assert main(["stage", "train", "--run", str(trained_run), *over]) == 0  # the rerun resumes and finishes
+    assert stage.manifest()["resumed_from"] == 1

@@ -604,10 +604,14 @@ def run(ctx) -> dict:
         loaded = load_file(str(masks)) if masks.exists() else {"chosen": c, "rejected": r}
         data.chosen_weights, data.rejected_weights = loaded["chosen"], loaded["rejected"]
     lr = t.lr * t.iteration_lr_scale ** (ctx.iteration - 1)
-    summary = train(adapter, data, t, out, seed=cfg.seed, lr=lr, progress=ctx.progress)
-    if ctx.rank == 0:
-        stage.write_part("skipped", rejected)
-        summary["outputs"] = save_outputs(adapter, t, out)
+    try:
+        summary = train(adapter, data, t, out, seed=cfg.seed, lr=lr, progress=ctx.progress)
+        if ctx.rank == 0:
+            stage.write_part("skipped", rejected)
+            summary["outputs"] = save_outputs(adapter, t, out)
+    except OSError as e:  # a full disk, a read-only folder: one line naming the file; checkpoints already made stay
+        raise TrainingError(f"could not write {e.filename or out}: {e.strerror or e}; the last complete checkpoint "
+                            f"in {out / 'checkpoints'} is kept (rerun to resume)") from None
     from ospo.stages._shared import finish
 
     return finish(ctx, stage, lambda: {"counts": {"in": len(data) + len(rejected), "pairs": len(data)},
