@@ -16,6 +16,7 @@ or `model/` (full fine-tuning), `merged/` on request, `masks/` previews (v3), `m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -443,7 +444,7 @@ def train(adapter, data: PairData, cfg: TrainConfig, out_dir: str | Path, *, see
                 prompts, codes, batch = _micro_batch(data, micro, device)
                 ids, mask = adapter._image_prompt_ids(prompts)
                 sync = k == accum - 1
-                ctx = acc.no_sync(module) if not sync and world > 1 else _nullcontext()
+                ctx = acc.no_sync(module) if not sync and world > 1 else contextlib.nullcontext()
                 with ctx:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                         token_logps = module(ids.to(device), mask.to(device), codes)
@@ -484,14 +485,6 @@ def train(adapter, data: PairData, cfg: TrainConfig, out_dir: str | Path, *, see
     adapter.model.eval()
     return {"steps": total, "resumed_from": start, "pairs": len(data), "world_size": world,
             "gradient_accumulation": accum, "lr": base_lr, "final": last}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def save_outputs(adapter, cfg: TrainConfig, out: Path) -> dict:
