@@ -32,7 +32,7 @@ def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, see
 
 def main(argv=None) -> None:
     from ospo import pipeline
-    from ospo.demo import _results
+    from ospo.demo import image_results
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
     from ospo.shapeworld.evalsets import compare, summarize
@@ -67,8 +67,8 @@ def main(argv=None) -> None:
                                              batch_size=cfg.model.batch_size)
         results[recipe] = evaluate(model, args.split, out / recipe, args.images_per_prompt, sampling, args.seed,
                                    args.num_dev)
-    base_results = _results(results["base"])
-    summaries = {name: summarize(_results(r)) for name, r in results.items()}
+    base_results = image_results(results["base"])
+    summaries = {name: summarize(image_results(r)) for name, r in results.items()}
     tasks = list(summaries["base"].tasks)
     print(f"ShapeWorld-GenEval ({args.split} split), {args.images_per_prompt} images per prompt, same seeds; "
           f"mean [95% interval]; last column: paired difference to base\n")
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     print("|---" * (len(tasks) + 3) + "|")
     table = {}
     for name, s in summaries.items():
-        d = compare(base_results, _results(results[name])).overall if name != "base" else None
+        d = compare(base_results, image_results(results[name])).overall if name != "base" else None
         cells = [f"{s.tasks[t].mean:.3f}" for t in tasks]
         vs = "" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
         print(f"| {name} | " + " | ".join(cells) + f" | {s.overall.mean:.3f} [{s.overall.low:.3f}, "

@@ -80,7 +80,6 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     run = Path(args.run)
-    cfg = pipeline.load_run_config(run)
     from ospo.artifacts import StageDir
 
     codes = load_image_codes(StageDir(run, "images"))
@@ -93,7 +92,7 @@ def main(argv=None) -> None:
         pairs = [r for r in StageDir(run, stage_name(rcfg.select)).records() if isinstance(r, TrainingPair)]
         results[rule] = precision(pairs, codes, prompts)
     print(f"selection precision on {run} ({len(prompts)} prompts, {len(images)} images), oracle-scored\n")
-    print(f"| rule | pairs | chosen truly correct | rejected truly wrong | both |")
+    print("| rule | pairs | chosen truly correct | rejected truly wrong | both |")
     print("|---|---|---|---|---|")
     for rule, r in results.items():
         print(f"| {rule} | {r['pairs']} | {r['chosen_correct']:.3f} | {r['rejected_wrong']:.3f} | {r['both']:.3f} |")

@@ -1,6 +1,5 @@
 """Object masks from attention (v3): Otsu, the mask pipeline on maps with known answers, object words."""
 
-import numpy as np
 import pytest
 import torch
 

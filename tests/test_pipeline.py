@@ -39,12 +39,17 @@ def write_upstream(run_dir):
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory, tiny_dir):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"model": {"path": str(tiny_dir), "batch_size": 4}, "chunk_size": 2,
+def write_tiny_config(directory, tiny_dir, chunk_size: int = 2):
+    """A run config for the tiny random Janus (small batches and chunks, so chunking and resuming are exercised)."""
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": {"path": str(tiny_dir), "batch_size": 4}, "chunk_size": chunk_size,
                                     "images": {"cfg_scale": 3.0}}))
     return path
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, tiny_dir):
+    return write_tiny_config(tmp_path_factory.mktemp("cfg"), tiny_dir)
 
 
 @pytest.fixture(scope="module")

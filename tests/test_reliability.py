@@ -24,7 +24,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from ospo import artifacts
@@ -35,7 +34,7 @@ from ospo.errors import ModelLoadError
 from ospo.pipeline import RunDirError, lock_run_dir
 from ospo.records import DensePair, Rejected
 from ospo.stages.train import stage_name as train_stage_name
-from test_pipeline import NEGATIVES, PAIRS, PERMISSIVE, PROMPTS, SETS
+from test_pipeline import NEGATIVES, PAIRS, PERMISSIVE, PROMPTS, SETS, write_tiny_config
 
 EVIL_TEXT = "<img src=x onerror=alert(1)> a red circle"
 UPSTREAM = {"prompts": [dataclasses.replace(PROMPTS[0], text=EVIL_TEXT), *PROMPTS[1:]], "perturb": NEGATIVES,
@@ -133,10 +132,7 @@ def last_error_line(capsys) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def cfg_file(tmp_path_factory, tiny_dir):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"model": {"path": str(tiny_dir), "batch_size": 4}, "chunk_size": 1,
-                                    "images": {"cfg_scale": 3.0}}))
-    return path
+    return write_tiny_config(tmp_path_factory.mktemp("cfg"), tiny_dir, chunk_size=1)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ def _evaluate(model, out: Path, set_name: str, images_per_prompt: int, sampling,
     return payload
 
 
-def _results(payload: dict) -> list:
+def image_results(payload: dict) -> list:
+    """The per-image results of an evaluation's results.json payload, for summarize / compare."""
     from ospo.shapeworld.evalsets import ImageResult
 
     return [ImageResult(i["prompt_id"], i["task"], i["score"]) for i in payload["images"]]
@@ -45,8 +46,8 @@ def comparison_table(base: dict, trained: dict, label: str) -> tuple[str, dict]:
     interval (prompts resampled together); `*` marks a difference whose interval excludes 0."""
     from ospo.shapeworld.evalsets import compare, summarize
 
-    b, t = summarize(_results(base)), summarize(_results(trained))
-    d = compare(_results(base), _results(trained))
+    b, t = summarize(image_results(base)), summarize(image_results(trained))
+    d = compare(image_results(base), image_results(trained))
 
     def cell(e):
         return f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}]"

@@ -31,7 +31,7 @@ from ospo.artifacts import StageDir, atomic_write_text
 from ospo.config import RunConfig, TrainConfig, config_hash
 from ospo.errors import OspoError
 from ospo.losses import Preference, copo_loss, dpo_loss, sequence_logp, sft_loss, simpo_loss
-from ospo.records import QuestionSet, Rejected, TrainingPair
+from ospo.records import QuestionSet, Rejected, TrainingPair, id_to_filename
 
 log = logging.getLogger(__name__)
 NAME = "train"
@@ -240,9 +240,9 @@ def write_mask_previews(adapter, data: PairData, out_dir: Path, num: int) -> Non
             overlay = arr * (1 - 0.6 * m) + np.array([255, 0, 0], dtype=np.float32) * 0.6 * m
             tiles += [arr, overlay]
         Image.fromarray(np.concatenate(tiles, 1).clip(0, 255).astype(np.uint8)).save(
-            out_dir / f"{data.ids[i].replace('/', '__')}.png")
+            out_dir / f"{id_to_filename(data.ids[i])}.png")
     (out_dir / "README.txt").write_text("Per pair: chosen image | its object mask (red) | rejected | its mask.\n"
-                                        f"Words: see object_words.json.\n")
+                                        "Words: see object_words.json.\n")
     atomic_write_text(out_dir / "object_words.json",
                       json.dumps({data.ids[i]: data.object_words[i] for i in range(n)}, indent=1))
 
@@ -559,10 +559,21 @@ def _save_atomic(tensors: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _computed_once(path: Path, compute, rank: int) -> dict[str, torch.Tensor]:
+    """{'chosen', 'rejected'} tensors stored at `path` by the first run (rank 0 writes), computed otherwise."""
+    from safetensors.torch import load_file
+
+    if path.exists():
+        return load_file(str(path))
+    chosen, rejected = compute()
+    tensors = {"chosen": chosen, "rejected": rejected}
+    if rank == 0:
+        _save_atomic(tensors, path)
+    return tensors
+
+
 def run(ctx) -> dict:
     """Trains on the selection of this run's rule; returns the manifest."""
-    from safetensors.torch import load_file, save_file
-
     from ospo.stages._shared import start
     from ospo.stages.images import model_identity
     from ospo.stages.select import stage_name as select_name
@@ -579,23 +590,16 @@ def run(ctx) -> dict:
     adapter = ctx.model
     batch = ctx.config.model.batch_size
     if t.dpo_weight:  # the reference: the model before any update, computed once and kept with the pairs
-        ref = out / "reference_logps.safetensors"
-        if not ref.exists():
-            c, r = reference_logps(adapter, data, batch)
-            if ctx.rank == 0:
-                _save_atomic({"chosen": c, "rejected": r}, ref)
-        loaded = load_file(str(ref)) if ref.exists() else {"chosen": c, "rejected": r}
-        data.reference_chosen, data.reference_rejected = loaded["chosen"], loaded["rejected"]
+        ref = _computed_once(out / "reference_logps.safetensors", lambda: reference_logps(adapter, data, batch),
+                             ctx.rank)
+        data.reference_chosen, data.reference_rejected = ref["chosen"], ref["rejected"]
     if t.object_weighting:
-        masks = out / "object_weights.safetensors"
-        if not masks.exists():
-            c, r = object_token_weights(adapter, data, t, batch)
-            if ctx.rank == 0:
-                _save_atomic({"chosen": c, "rejected": r}, masks)
-                data.chosen_weights, data.rejected_weights = c, r
-                write_mask_previews(adapter, data, out / "masks", t.num_previews)
-        loaded = load_file(str(masks)) if masks.exists() else {"chosen": c, "rejected": r}
-        data.chosen_weights, data.rejected_weights = loaded["chosen"], loaded["rejected"]
+        path = out / "object_weights.safetensors"
+        fresh = not path.exists()
+        w = _computed_once(path, lambda: object_token_weights(adapter, data, t, batch), ctx.rank)
+        data.chosen_weights, data.rejected_weights = w["chosen"], w["rejected"]
+        if fresh and ctx.rank == 0:
+            write_mask_previews(adapter, data, out / "masks", t.num_previews)
     lr = t.lr * t.iteration_lr_scale ** (ctx.iteration - 1)
     try:
         summary = train(adapter, data, t, out, seed=cfg.seed, lr=lr, progress=ctx.progress)
