@@ -10,7 +10,7 @@ import torch
 from ospo.shapeworld import codes as world_codes
 from ospo.shapeworld import sampler
 from ospo.shapeworld.captions import SUBCATEGORIES
-from ospo.shapeworld.pretrain import PretrainConfig, pretrain, shapeworld_spec, vq_batch
+from ospo.shapeworld.pretrain import PretrainConfig, lm_batch, pretrain, shapeworld_spec, vq_batch
 from ospo.shapeworld.render import render
 
 
@@ -103,3 +103,47 @@ def test_a_checkpoint_flagged_as_code_painter_decodes_exactly(tmp_path):
     scenes = [sampler.sample_scene(sampler.sample_spec(rng, "color2"), rng) for _ in range(3)]
     images = adapter.decode_images(torch.tensor(np.stack([world_codes.scene_to_codes(s) for s in scenes])))
     assert all(np.array_equal(np.asarray(im), render(s)) for im, s in zip(images, scenes))
+
+
+def test_packed_curriculum_examples_realise_their_caption_in_the_first_cells():
+    from ospo.shapeworld import mixture, oracle
+    from ospo.shapeworld.captions import parse_caption
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        example = mixture.sample_t2i_packed(rng)
+        scene = world_codes.codes_to_scene(example.codes)
+        assert oracle.score_spec(parse_caption(example.prompt), scene).correct, example.prompt
+        assert sorted(o.row * 8 + o.col for o in scene.objects) == list(range(len(scene.objects)))
+
+
+def test_curriculum_steps_draw_packed_examples_then_random_scenes():
+    cfg = replace(SMALL, t2i_packed_steps=2, batch_t2i=8)
+    first = [world_codes.codes_to_scene(e.codes) for e in lm_batch(cfg, 1)[0]]
+    later = [world_codes.codes_to_scene(e.codes) for e in lm_batch(cfg, 2)[0]]
+    packed = lambda s: sorted(o.row * 8 + o.col for o in s.objects) == list(range(len(s.objects)))  # noqa: E731
+    assert all(packed(s) for s in first) and not all(packed(s) for s in later)
+
+
+def test_factor_head_folds_into_a_plain_linear_that_loads(tmp_path):
+    from ospo.shapeworld.pretrain import add_factor_head, fold_factor_head, init_generation_head
+    from ospo.shapeworld.world import vocabulary
+    from ospo.tiny import build_tiny_janus
+    from transformers import JanusForConditionalGeneration
+
+    model, processor = build_tiny_janus(small_spec(), vocabulary(), seed=0)
+    init_generation_head(model)
+    head = model.model.generation_head
+    assert torch.equal(head.proj_out.weight, torch.eye(head.proj_out.in_features))
+    add_factor_head(model)
+    with torch.no_grad():
+        head.vision_head.parametrizations.weight[0].shared.normal_()
+    hidden = torch.randn(2, 5, head.proj_out.in_features)
+    before = head(hidden)
+    # one code's logit moves with each of its factors: red glyphs share a row of `shared`
+    assert head.vision_head.weight.shape == (world_codes.num_codes(), head.vision_head.in_features)
+    fold_factor_head(model)
+    assert torch.allclose(head(hidden), before, atol=1e-6)
+    model.save_pretrained(tmp_path)
+    loaded = JanusForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.allclose(loaded.model.generation_head(hidden), before, atol=1e-6)

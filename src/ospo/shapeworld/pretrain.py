@@ -63,6 +63,10 @@ class PretrainConfig:
     vision_batch: int = 32
     vision_lr: float = 3e-3
     bf16: bool = True  # bfloat16 autocast for forward passes (weights and optimizer stay fp32): ~2x on AVX512-BF16 CPUs
+    t2i_weight: float = 1.0  # weight of the (token-mean) text-to-image loss in the mixture's sum
+    t2i_packed_steps: int = 0  # curriculum: the first N LM steps draw text-to-image examples packed into the first cells
+    factor_head: bool = False  # generation head's output layer = per-code weights + shared (shape, colour, texture,
+    # background) weights while pretraining, folded into one plain Linear when saved
 
 
 # ------------------------------------------------------------------------------------------------ VQ decoder
@@ -261,6 +265,66 @@ def train_vision(model, processor, cfg: PretrainConfig, state_dir: Path, progres
     return metrics
 
 
+# ------------------------------------------------------------------------------------------------ generation head
+def factor_matrix() -> torch.Tensor:
+    """(num_codes, num_factors) 0/1: which shape, colour, texture (each with an "empty" value) and background
+    each code has."""
+    from ospo.shapeworld.world import BACKGROUNDS, COLORS, SHAPES, TEXTURES
+
+    names = ([("shape", x) for x in ("empty", *SHAPES)] + [("color", x) for x in ("empty", *COLORS)]
+             + [("texture", x) for x in ("empty", *TEXTURES)] + [("background", x) for x in BACKGROUNDS])
+    out = torch.zeros(world_codes.num_codes(), len(names))
+    for k, e in enumerate(world_codes.code_table()):
+        factors = ([("shape", "empty"), ("color", "empty"), ("texture", "empty"), ("background", e[1])]
+                   if e[0] == "empty" else [("shape", e[1]), ("color", e[2]), ("texture", e[3]), ("background", e[4])])
+        for f in factors:
+            out[k, names.index(f)] = 1.0
+    return out
+
+
+class FactorWeights(torch.nn.Module):
+    """Parametrization W = R + F @ A of the generation head's output weights: R per code (the plain weights), A
+    per factor, shared by the ~150 codes with that shape, colour, texture or background. Every glyph seen then
+    also trains its factors' rows, which 604 independent rows (each seen a few times a step) do not. Exactly a
+    Linear once folded (`fold_factor_head`)."""
+
+    def __init__(self, factors: torch.Tensor, width: int):
+        super().__init__()
+        self.register_buffer("factors", factors, persistent=False)
+        self.shared = torch.nn.Parameter(torch.zeros(factors.shape[1], width))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.factors @ self.shared
+
+
+def add_factor_head(model) -> None:
+    import torch.nn.utils.parametrize as parametrize
+
+    head = model.model.generation_head.vision_head
+    parametrize.register_parametrization(head, "weight", FactorWeights(factor_matrix(), head.in_features))
+
+
+def fold_factor_head(model) -> None:
+    """Replaces the parametrization by its current value: a plain Linear that `from_pretrained` loads."""
+    import torch.nn.utils.parametrize as parametrize
+
+    head = model.model.generation_head.vision_head
+    if parametrize.is_parametrized(head, "weight"):
+        parametrize.remove_parametrizations(head, "weight", leave_parametrized=True)
+
+
+def init_generation_head(model, bias: float = 3.0) -> None:
+    """proj_out = identity with a bias that puts GELU in its near-linear range, so the head starts as a linear map
+    of the LM's last hidden state. With the default small init, the GELU head learned the caption's glyph far
+    more slowly than a linear one (a measured 150-step probe: no progress vs. learned)."""
+    proj = model.model.generation_head.proj_out
+    if proj.in_features != proj.out_features:
+        return
+    with torch.no_grad():
+        proj.weight.copy_(torch.eye(proj.in_features))
+        proj.bias.fill_(bias)
+
+
 # ------------------------------------------------------------------------------------------------ LM mixture
 def _lr(cfg: PretrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
@@ -305,7 +369,8 @@ def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2):
     from ospo.shapeworld import mixture
 
     rng = np.random.default_rng([cfg.seed, stream, step])
-    return ([mixture.sample_t2i(rng) for _ in range(cfg.batch_t2i)],
+    t2i = mixture.sample_t2i_packed if step < cfg.t2i_packed_steps else mixture.sample_t2i
+    return ([t2i(rng) for _ in range(cfg.batch_t2i)],
             [mixture.sample_vqa(rng) for _ in range(cfg.batch_vqa)],
             [mixture.sample_text(rng) for _ in range(cfg.batch_text)],
             rng.random(cfg.batch_t2i) < cfg.p_uncond)
@@ -344,7 +409,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
             g["lr"] = _lr(cfg, step)
         with _autocast(cfg):
             losses = lm_step_loss(adapter, lm_batch(cfg, step))
-        loss = sum(losses.values())
+        loss = sum(v * (cfg.t2i_weight if k == "t2i" else 1.0) for k, v in losses.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -483,12 +548,17 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(Path(cfg.init_from) / "model.safetensors")))
+    elif cfg.factor_head:
+        init_generation_head(model)
+    if cfg.factor_head:
+        add_factor_head(model)
     vq_metrics = train_vq_decoder(model, cfg, state_dir, progress and (lambda s, n, m: progress("vq", s, n, m)))
     vision_metrics = train_vision(model, processor, cfg, state_dir,
                                   progress and (lambda s, n, m: progress("vision", s, n, m)))
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
     metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
                        evaluate=lambda a: dev_evaluate(a, cfg))
+    fold_factor_head(model)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     info = {"pretrain_config": asdict(cfg), "data_version": DATA_VERSION, "vq": vq_metrics, "vision": vision_metrics, "final": metrics}
