@@ -19,6 +19,8 @@ Variants:
 - `... + packed curriculum`: the same, the first `--packed` steps on packed scenes.
 
     python -m benchmarks.t2i_learning [--steps 300] [--packed 120] [--threads 2]
+    python -m benchmarks.t2i_learning --model DIR [--model DIR ...]   # only measure checkpoints: a saved model
+                                                                      # or a pretraining run's pretrain-state/
 """
 
 from __future__ import annotations
@@ -67,6 +69,25 @@ def identity_nll(adapter: JanusAdapter, examples) -> float:
     return float((p_glyph - target)[glyph].mean())
 
 
+def load(path: str) -> JanusAdapter:
+    """A saved model, or the weights of a pretraining state (which may hold the factor head's parametrization)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from ospo.shapeworld.pretrain import fold_factor_head
+
+    if (Path(path) / "config.json").exists():
+        return JanusAdapter.from_pretrained(path)
+    weights = load_file(str(Path(path) / "model.safetensors"))
+    model, processor = build_tiny_janus(shapeworld_spec(), vocabulary(), seed=0)
+    if any(".parametrizations." in k for k in weights):
+        add_factor_head(model)
+    model.load_state_dict(weights)
+    fold_factor_head(model)
+    return JanusAdapter(model, processor, name=path, batch_size=64)
+
+
 def run(name: str, factor: bool, packed_steps: int, steps: int, dev: dict, lr: float = 1e-3, batch: int = 32):
     adapter = build(factor)
     model = adapter.janus
@@ -101,11 +122,18 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--packed", type=int, default=120)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", action="append", default=[], help="measure these checkpoints instead of training")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(123)
     dev = {"random": [mixture.sample_t2i(rng) for _ in range(96)],
            "packed": [mixture.sample_t2i_packed(rng) for _ in range(96)]}
+    if args.model:
+        print("identity nll in nats (chance 5.0, floor ~1.9)\n| checkpoint | random scenes | packed scenes |\n|---|---|---|")
+        for path in args.model:
+            adapter = load(path)
+            print(f"| {path} | {identity_nll(adapter, dev['random']):.2f} | {identity_nll(adapter, dev['packed']):.2f} |")
+        return
     variants = [("janus head", False, 0), ("linear-init + factor head", True, 0),
                 (f"... + packed curriculum ({args.packed} steps)", True, args.packed)]
     print(f"identity nll in nats (chance 5.0, floor ~1.9), fresh models, {args.steps} text-to-image steps, batch 32")
