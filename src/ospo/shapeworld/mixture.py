@@ -94,7 +94,7 @@ def sample_t2i_packed(rng: np.random.Generator) -> T2IExample:
     the caption is as easy as in a text task, and the next ones from the glyph just drawn. Trained on
     randomly placed scenes alone, the tiny model learns where objects go and how many, but for
     hundreds of steps not which glyph the caption asks for (its glyph distribution does not depend
-    on the caption at all). See `benchmarks/README.md` for the measurement.
+    on the caption at all; `python -m benchmarks.t2i_learning --model DIR` measures it).
     """
     spec = sample_spec(rng, _choice(rng, _PACKABLE))
     background = _choice(rng, BACKGROUNDS)

@@ -315,8 +315,9 @@ def fold_factor_head(model) -> None:
 
 def init_generation_head(model, bias: float = 3.0) -> None:
     """proj_out = identity with a bias that puts GELU in its near-linear range, so the head starts as a linear map
-    of the LM's last hidden state. With the default small init, the GELU head learned the caption's glyph far
-    more slowly than a linear one (a measured 150-step probe: no progress vs. learned)."""
+    of the LM's last hidden state. In throw-away probes (fresh model, text-to-image only, one fully specified
+    object at cell 0; not kept) the default small-init GELU head made no progress in 150 steps where a plain
+    Linear head learned the glyph; `benchmarks.t2i_learning` is the kept, still inconclusive, comparison."""
     proj = model.model.generation_head.proj_out
     if proj.in_features != proj.out_features:
         return
