@@ -33,15 +33,15 @@ import torch
 import torch.nn.functional as F
 
 from ospo.model import JanusAdapter
-from ospo.shapeworld import codes as world_codes
 from ospo.shapeworld import mixture
 from ospo.shapeworld.pretrain import (
-    add_factor_head, init_code_embeddings, init_generation_head, lm_parameters, reinit_outside_vq, shapeworld_spec,
+    _empty_codes, add_factor_head, init_code_embeddings, init_generation_head, lm_parameters, reinit_outside_vq,
+    shapeworld_spec,
 )
 from ospo.shapeworld.world import vocabulary
 from ospo.tiny import build_tiny_janus
 
-EMPTY = torch.tensor([k for k, e in enumerate(world_codes.code_table()) if e[0] == "empty"])
+EMPTY = torch.tensor(_empty_codes())
 
 
 def build(factor: bool) -> JanusAdapter:

@@ -140,7 +140,6 @@ def test_factor_head_folds_into_a_plain_linear_that_loads(tmp_path):
         head.vision_head.parametrizations.weight[0].shared.normal_()
     hidden = torch.randn(2, 5, head.proj_out.in_features)
     before = head(hidden)
-    # one code's logit moves with each of its factors: red glyphs share a row of `shared`
     assert head.vision_head.weight.shape == (world_codes.num_codes(), head.vision_head.in_features)
     fold_factor_head(model)
     assert torch.allclose(head(hidden), before, atol=1e-6)

@@ -66,7 +66,8 @@ class PretrainConfig:
     t2i_weight: float = 1.0  # weight of the (token-mean) text-to-image loss in the mixture's sum
     t2i_packed_steps: int = 0  # curriculum: the first N LM steps draw text-to-image examples packed into the first cells
     factor_head: bool = False  # generation head's output layer = per-code weights + shared (shape, colour, texture,
-    # background) weights while pretraining, folded into one plain Linear when saved
+    # background) weights while pretraining, folded into one plain Linear when saved; from scratch it also starts
+    # the head near-linear (init_generation_head)
 
 
 # ------------------------------------------------------------------------------------------------ VQ decoder
@@ -267,19 +268,11 @@ def train_vision(model, processor, cfg: PretrainConfig, state_dir: Path, progres
 
 # ------------------------------------------------------------------------------------------------ generation head
 def factor_matrix() -> torch.Tensor:
-    """(num_codes, num_factors) 0/1: which shape, colour, texture (each with an "empty" value) and background
-    each code has."""
-    from ospo.shapeworld.world import BACKGROUNDS, COLORS, SHAPES, TEXTURES
-
-    names = ([("shape", x) for x in ("empty", *SHAPES)] + [("color", x) for x in ("empty", *COLORS)]
-             + [("texture", x) for x in ("empty", *TEXTURES)] + [("background", x) for x in BACKGROUNDS])
-    out = torch.zeros(world_codes.num_codes(), len(names))
-    for k, e in enumerate(world_codes.code_table()):
-        factors = ([("shape", "empty"), ("color", "empty"), ("texture", "empty"), ("background", e[1])]
-                   if e[0] == "empty" else [("shape", e[1]), ("color", e[2]), ("texture", e[3]), ("background", e[4])])
-        for f in factors:
-            out[k, names.index(f)] = 1.0
-    return out
+    """(num_codes, num_factors) 0/1: each code's shape, colour, texture (each with an "empty" value) and
+    background, one-hot per factor (the factors of `cell_labels`)."""
+    labels = cell_labels()
+    sizes = [int(n) for n in labels.max(0).values + 1]
+    return torch.cat([F.one_hot(labels[:, i], n) for i, n in enumerate(sizes)], dim=1).float()
 
 
 class FactorWeights(torch.nn.Module):
