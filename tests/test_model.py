@@ -23,6 +23,45 @@ def test_greedy_loop_equals_transformers_generate(tiny, prompts):
     assert torch.equal(ours, hf_generate(tiny, prompts, 3.0))
 
 
+def test_preallocated_cache_gives_exactly_the_dynamic_caches_results(tiny):
+    sampling = ImageSampling(cfg_scale=5.0)
+    results = {}
+    for preallocate in (True, False):
+        tiny.preallocate_cache = preallocate
+        try:
+            results[preallocate] = (tiny.generate_image_tokens(PROMPTS, [1, 2, 3, 4], sampling),
+                                    tiny.generate_text(PROMPTS[:2], [5, 6], TextSampling(max_new_tokens=12)))
+        finally:
+            tiny.preallocate_cache = True
+    (ours, ours_text), (dynamic, dynamic_text) = results[True], results[False]
+    assert torch.equal(ours.codes, dynamic.codes)
+    assert torch.equal(ours.logps, dynamic.logps)
+    assert ours_text == dynamic_text
+
+
+def test_preallocated_cache_grows_and_selects_rows_like_a_dynamic_cache():
+    from transformers import LlamaConfig
+    from transformers.cache_utils import DynamicCache
+
+    from ospo.model import preallocated_cache
+
+    config = LlamaConfig(num_hidden_layers=2)
+    ours, ref = preallocated_cache(config, capacity=3), DynamicCache()
+    g = torch.Generator().manual_seed(0)
+    for length in (2, 1, 1, 3):  # the fourth update outgrows the 3-position buffer
+        kv = [torch.randn(4, 2, length, 8, generator=g) for _ in range(2)]
+        for layer in range(2):
+            got, want = ours.update(*kv, layer), ref.update(*kv, layer)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+    rows = torch.tensor([2, 0])
+    ours.batch_select_indices(rows)
+    ref.batch_select_indices(rows)
+    kv = [torch.randn(2, 2, 1, 8, generator=g) for _ in range(2)]
+    got, want = ours.update(*kv, 1), ref.update(*kv, 1)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert ours.get_seq_length(1) == ref.get_seq_length(1) == 8
+
+
 def test_left_padding_does_not_change_an_items_tokens(tiny):
     sampling = ImageSampling(cfg_scale=5.0, temperature=0)
     alone = tiny.generate_image_tokens(PROMPTS[:1], [0], sampling).codes

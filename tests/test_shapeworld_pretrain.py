@@ -146,3 +146,61 @@ def test_factor_head_folds_into_a_plain_linear_that_loads(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = JanusForConditionalGeneration.from_pretrained(tmp_path)
     assert torch.allclose(loaded.model.generation_head(hidden), before, atol=1e-6)
+
+
+def test_describe_examples_name_every_object_of_the_image_in_reading_order():
+    from ospo.shapeworld import mixture, oracle
+    from ospo.shapeworld.world import vocabulary
+
+    rng = np.random.default_rng(4)
+    words = set(vocabulary())
+    for _ in range(50):
+        example = mixture.sample_describe(rng)
+        scene = oracle.read_scene(example.image)
+        assert example.answer == mixture.describe_scene(scene)
+        assert example.answer.count(" in the ") == len(scene.objects)
+        assert set(example.answer.split()) <= words and set(example.question.split()) <= words
+    assert all(mixture.sample_describe(rng, 1).answer.count(" in the ") == 1 for _ in range(20))
+
+
+ALIGNED = replace(SMALL, align_steps=2, freeze_vision=True, batch_describe=2, describe_curriculum_steps=2)
+
+
+def test_aligner_phase_and_describe_rows_train_and_resume_exactly(tmp_path):
+    """The aligner phase and the describe rows are part of the resumable state; a frozen vision tower stays
+    bit-identical through the LM phase."""
+    from safetensors.torch import load_file
+
+    pretrain(tmp_path / "a", ALIGNED, spec=small_spec())
+    rows = [json.loads(line) for line in (tmp_path / "a" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows][:3] == ["vq", "vq", "vision"] and rows[3]["phase"] == "align"
+    assert all("describe" in r for r in rows if r["phase"] == "lm")
+
+    def crash(phase, step, total, metrics):
+        if phase == "lm" and step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "b", ALIGNED, progress=crash, spec=small_spec())
+    pretrain(tmp_path / "b", ALIGNED, spec=small_spec())
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    pretrain(tmp_path / "before_lm", replace(ALIGNED, lm_steps=0), spec=small_spec())
+    pretrain(tmp_path / "unfrozen", replace(ALIGNED, freeze_vision=False), spec=small_spec())
+    before_lm = load_file(tmp_path / "before_lm" / "model.safetensors")
+    unfrozen = load_file(tmp_path / "unfrozen" / "model.safetensors")
+    vision = [k for k in a if k.startswith("model.vision_model.")]
+    assert all(torch.equal(a[k], before_lm[k]) for k in vision)
+    assert not all(torch.equal(a[k], unfrozen[k]) for k in vision)  # the LM phase moves an unfrozen tower
+    aligner = [k for k in a if k.startswith("model.aligner.")]
+    assert not all(torch.equal(a[k], before_lm[k]) for k in aligner)
+
+
+def test_describe_curriculum_uses_one_object_scenes_first():
+    from ospo.shapeworld import oracle
+
+    first, later = lm_batch(replace(ALIGNED, batch_describe=16), 1)[4], lm_batch(replace(ALIGNED, batch_describe=16), 2)[4]
+    assert all(len(oracle.read_scene(e.image).objects) == 1 for e in first)
+    assert any(len(oracle.read_scene(e.image).objects) > 1 for e in later)
+    assert len(lm_batch(SMALL, 1)) == 4  # runs without describe rows keep their batches

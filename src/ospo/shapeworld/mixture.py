@@ -212,6 +212,25 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None) -
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
 
 
+DESCRIBE_INSTRUCTION = "list objects :"
+
+
+def describe_scene(scene: Scene) -> str:
+    """Every object of `scene` in reading order, each fully named with its region: "on a gray background , a
+    solid red circle in the upper left , a hollow blue square in the center"."""
+    objects = sorted(scene.objects, key=lambda o: (o.row, o.col))
+    parts = [f"a {o.texture} {o.color} {o.shape} in the {region_of(o.row, o.col)}" for o in objects]
+    return spaced(f"on a {scene.background} background, " + ", ".join(parts))
+
+
+def sample_describe(rng: np.random.Generator, max_objects: int = MAX_RANDOM_OBJECTS) -> VQAExample:
+    """An understanding task with many supervised tokens per image: a rendered random scene and its full
+    description (`describe_scene`). A yes/no answer carries one bit per image; naming every object teaches the
+    language model to read each cell's patch, which yes/no questions then build on."""
+    scene = random_scene(rng, max_objects)
+    return VQAExample(render(scene), DESCRIBE_INSTRUCTION, describe_scene(scene))
+
+
 # ------------------------------------------------------------------------------------------------ text tasks
 def _perturbed_pair(rng: np.random.Generator) -> tuple[Spec, str, Spec]:
     """An edit (uniform over EDITS), a short prompt that allows it, and one such negative.
