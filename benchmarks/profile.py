@@ -9,10 +9,11 @@ transformers' module and cache bookkeeping, the profiler's own overhead):
 
 - matmul: mm / addmm / bmm / matmul / linear / baddbmm;
 - attention: scaled_dot_product_attention and its kernels;
-- KV cache / copies: cat, copy_, index_copy, slice/select copies (what a growing dynamic cache costs);
-- sampling: sort, cumsum, softmax, searchsorted, topk, log_softmax, gather (CFG mix and inverse-CDF draw);
-- normalisation / activations: rms/layer norm, pow, mean, rsqrt, silu, gelu, mul, add, ...;
-- other aten.
+- KV cache / copies: cat, copy_, index_copy, clone, dtype conversions, allocations (what a growing dynamic cache
+  costs; also RoPE's rotate_half cats and the sampler's dtype casts, which are small);
+- sampling: sort, cumsum, softmax, searchsorted, topk, log_softmax, gather (the CFG mix and inverse-CDF draw; in
+  the VQA and training workloads the softmaxes of the losses land here too);
+- other aten: norms, activations, elementwise mul/add, indexing.
 
 Generation is profiled twice: with transformers' `DynamicCache` (the first profile: `aten::cat` of the growing
 cache dominated) and with the adapter's preallocated cache (the fix). `--top N` also prints the N ops with the
@@ -84,9 +85,17 @@ def workloads(adapter, batch: int, vqa_images: int, questions: int):
     from benchmarks.training_speed import make_pairs, make_step
     from ospo.stages.train import TrainConfig
 
-    data = make_pairs(2, adapter.num_image_tokens, adapter.codebook_size)
-    step = make_step(adapter, TrainConfig(batch_size=2, micro_batch_size=2), data)
-    counter = iter(range(10**6))
+    train = {}
+
+    def train_step():
+        # built on first call: make_step wraps the model with LoRA and sets train mode, which must not touch the
+        # inference workloads (they run first, on the plain model in eval mode)
+        if not train:
+            data = make_pairs(2, adapter.num_image_tokens, adapter.codebook_size)
+            train["step"] = make_step(adapter, TrainConfig(batch_size=2, micro_batch_size=2), data)
+            train["count"] = 0
+        train["count"] += 1
+        return train["step"](train["count"])
     def generate(preallocate: bool):
         def run():
             adapter.preallocate_cache = preallocate
@@ -100,7 +109,7 @@ def workloads(adapter, batch: int, vqa_images: int, questions: int):
         f"generate, batch {batch}, CFG 5, DynamicCache": generate(False),
         f"generate, batch {batch}, CFG 5, preallocated cache": generate(True),
         f"self-VQA, {len(images)} images x {questions} questions": lambda: adapter.yes_no_scores(images, qs),
-        "train step, 2 pairs, LoRA r=32": lambda: step(next(counter)),
+        "train step, 2 pairs, LoRA r=32": train_step,  # last: it turns the model into a LoRA model
     }
 
 

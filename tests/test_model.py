@@ -61,6 +61,19 @@ def test_preallocated_cache_grows_and_selects_rows_like_a_dynamic_cache():
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert ours.get_seq_length(1) == ref.get_seq_length(1) == 8
 
+    def same_after_update(edit):
+        edit(ours)
+        edit(ref)
+        kv = [torch.randn(2, 2, 1, 8, generator=g) for _ in range(2)]
+        for layer in range(2):
+            got, want = ours.update(*kv, layer), ref.update(*kv, layer)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+    same_after_update(lambda c: c.reorder_cache(torch.tensor([1, 0])))
+    same_after_update(lambda c: c.crop(-c.get_seq_length()))  # down to empty
+    same_after_update(lambda c: c.reset())
+    assert ours.get_seq_length() == ref.get_seq_length() == 1
+
 
 def test_left_padding_does_not_change_an_items_tokens(tiny):
     sampling = ImageSampling(cfg_scale=5.0, temperature=0)

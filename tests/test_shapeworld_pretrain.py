@@ -176,17 +176,23 @@ def test_aligner_phase_and_describe_rows_train_and_resume_exactly(tmp_path):
     assert [r["phase"] for r in rows][:3] == ["vq", "vq", "vision"] and rows[3]["phase"] == "align"
     assert all("describe" in r for r in rows if r["phase"] == "lm")
 
-    def crash(phase, step, total, metrics):
-        if phase == "lm" and step == 2:
-            raise KeyboardInterrupt
+    for crash_phase in ("align", "lm"):
+        def crash(phase, step, total, metrics):
+            if phase == crash_phase and step == 2:
+                raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(tmp_path / "b", ALIGNED, progress=crash, spec=small_spec())
-    pretrain(tmp_path / "b", ALIGNED, spec=small_spec())
-    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+        out = tmp_path / f"crash-{crash_phase}"
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(out, ALIGNED, progress=crash, spec=small_spec())
+        info = pretrain(out, ALIGNED, spec=small_spec())
+        b = load_file(out / "model.safetensors")
+        a = load_file(tmp_path / "a" / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), crash_phase
+        assert set(info["vision"]) == {"vision_ce", "align_ce"}  # each finished phase reports its own numbers
 
+    pretrain(tmp_path / "before_align", replace(ALIGNED, align_steps=0, lm_steps=0), spec=small_spec())
     pretrain(tmp_path / "before_lm", replace(ALIGNED, lm_steps=0), spec=small_spec())
+    before_align = load_file(tmp_path / "before_align" / "model.safetensors")
     pretrain(tmp_path / "unfrozen", replace(ALIGNED, freeze_vision=False), spec=small_spec())
     before_lm = load_file(tmp_path / "before_lm" / "model.safetensors")
     unfrozen = load_file(tmp_path / "unfrozen" / "model.safetensors")
@@ -194,7 +200,8 @@ def test_aligner_phase_and_describe_rows_train_and_resume_exactly(tmp_path):
     assert all(torch.equal(a[k], before_lm[k]) for k in vision)
     assert not all(torch.equal(a[k], unfrozen[k]) for k in vision)  # the LM phase moves an unfrozen tower
     aligner = [k for k in a if k.startswith("model.aligner.")]
-    assert not all(torch.equal(a[k], before_lm[k]) for k in aligner)
+    assert not any(torch.equal(before_align[k], before_lm[k]) for k in aligner)  # the align phase trains it
+    assert all(torch.equal(before_align[k], before_lm[k]) for k in vision)  # ... with the vision tower frozen
 
 
 def test_describe_curriculum_uses_one_object_scenes_first():
@@ -203,4 +210,9 @@ def test_describe_curriculum_uses_one_object_scenes_first():
     first, later = lm_batch(replace(ALIGNED, batch_describe=16), 1)[4], lm_batch(replace(ALIGNED, batch_describe=16), 2)[4]
     assert all(len(oracle.read_scene(e.image).objects) == 1 for e in first)
     assert any(len(oracle.read_scene(e.image).objects) > 1 for e in later)
-    assert len(lm_batch(SMALL, 1)) == 4  # runs without describe rows keep their batches
+    plain, with_describe = lm_batch(SMALL, 1), lm_batch(replace(SMALL, batch_describe=2), 1)
+    assert len(plain) == 4  # runs without describe rows keep their batches
+    assert [e.prompt for e in plain[0]] == [e.prompt for e in with_describe[0]]
+    assert [e.question for e in plain[1]] == [e.question for e in with_describe[1]]
+    assert [e.answer for e in plain[2]] == [e.answer for e in with_describe[2]]
+    assert np.array_equal(plain[3], with_describe[3])

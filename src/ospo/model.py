@@ -492,8 +492,19 @@ def _preallocated_layer():
             return self.keys, self.values
 
         def _adopt(self) -> None:  # after a base-class edit replaced self.keys / self.values
-            if self.is_initialized and self.keys is not None and self.keys.numel():
+            if self.is_initialized and self.keys is not None:
                 self._k, self._v, self._length = self.keys.contiguous(), self.values.contiguous(), self.keys.shape[-2]
+
+        def reset(self) -> None:
+            super().reset()
+            self._length, self._k, self._v = 0, None, None
+
+        def reorder_cache(self, beam_idx) -> None:
+            super().reorder_cache(beam_idx)
+            self._adopt()
+
+        def offload(self) -> None:
+            raise NotImplementedError("the preallocated cache does not offload; use transformers' DynamicCache")
 
         def crop(self, tokens_to_remove: int) -> None:
             super().crop(tokens_to_remove)
@@ -512,9 +523,11 @@ def _preallocated_layer():
 
 def preallocated_cache(config, capacity: int):
     """A KV cache for the decode loops. transformers' `DynamicCache` concatenates each new token onto every
-    layer's keys and values, re-allocating and copying the whole cache at every step: `benchmarks.profile` found
-    `aten::cat` taking 53% of a 50M-parameter model's image generation on CPU. This cache writes into buffers
-    sized for the whole sequence and hands attention views of the filled part: the same values, no copies."""
+    layer's keys and values, re-allocating and copying the whole cache at every step: under `benchmarks.profile`
+    the cache's `aten::cat` dominated a 50M-parameter model's image generation on CPU. This cache writes into
+    buffers sized for the whole sequence and hands attention views of the filled part: the same values, no copies.
+    Every layer is a full-attention layer (Janus' language model is a Llama); not for sliding-window configs.
+    Only for inference (the loops run under no_grad: in-place writes would invalidate views saved for backward)."""
     from transformers.cache_utils import Cache
 
     layers = config.get_text_config(decoder=True).num_hidden_layers

@@ -161,6 +161,13 @@ def _log(state_dir: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _logged_metrics(state_dir: Path, phase: str) -> dict:
+    """The metrics of `phase`'s last log row (a resumed run reports a finished phase's own numbers)."""
+    rows = [json.loads(line) for line in (state_dir / "log.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["phase"] == phase][-1:]
+    return {k: v for r in last for k, v in r.items() if k not in ("phase", "step")}
+
+
 def _empty_codes() -> list[int]:
     return [k for k, entry in enumerate(world_codes.code_table()) if entry[0] == "empty"]
 
@@ -234,7 +241,7 @@ def train_vision(model, processor, cfg: PretrainConfig, state_dir: Path, progres
     if not cfg.vision_steps:
         return {}
     if _load_state(state_dir, "vision", model, None) >= cfg.vision_steps:
-        return json.loads((state_dir / "position.json").read_text()).get("metrics", {})
+        return _logged_metrics(state_dir, "vision")
     labels = cell_labels()
     vision = model.model.vision_model
     heads = _cell_heads(model.config.vision_config.hidden_size, torch.Generator().manual_seed(cfg.seed))
@@ -291,7 +298,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
     if not cfg.align_steps:
         return {}
     if _load_state(state_dir, "align", model, None) >= cfg.align_steps:
-        return json.loads((state_dir / "position.json").read_text()).get("metrics", {})
+        return _logged_metrics(state_dir, "align")
     labels = cell_labels()
     vision, aligner = model.model.vision_model, model.model.aligner
     torch.manual_seed(cfg.seed)
