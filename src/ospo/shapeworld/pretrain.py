@@ -227,33 +227,39 @@ def cell_labels() -> torch.Tensor:
     return torch.tensor(rows)
 
 
+def _cell_batch(processor, cfg: PretrainConfig, stream: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels of `cfg.vision_batch` random scenes (up to 12 objects) and each cell's `cell_labels`, drawn from
+    a generator seeded with (seed, stream, step)."""
+    from PIL import Image
+
+    from ospo.shapeworld import mixture
+    from ospo.shapeworld.render import render
+
+    rng = np.random.default_rng([cfg.seed, stream, step])
+    scenes = [mixture.random_scene(rng, 12) for _ in range(cfg.vision_batch)]
+    pixels = processor.image_processor([Image.fromarray(render(sc)) for sc in scenes],
+                                       return_tensors="pt")["pixel_values"]
+    target = cell_labels()[torch.from_numpy(np.stack([world_codes.scene_to_codes(sc) for sc in scenes]))]
+    return pixels, target
+
+
 def train_vision(model, processor, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
     """One SigLIP patch per cell: teaches the vision tower to encode each cell's content (shape, colour, texture,
     background) with temporary linear heads on its patch features (discarded afterwards). From scratch, the
     LM mixture alone leaves yes/no answers blind to the image for hundreds of steps (they settle on the
     question's prior); with features that already separate cell contents, the LM only learns to read them.
     Short and deterministic: a killed run redoes the whole phase from the VQ checkpoint."""
-    from PIL import Image
-
-    from ospo.shapeworld import mixture
-    from ospo.shapeworld.render import render
-
     if not cfg.vision_steps:
         return {}
     if _load_state(state_dir, "vision", model, None) >= cfg.vision_steps:
         return _logged_metrics(state_dir, "vision")
-    labels = cell_labels()
     vision = model.model.vision_model
     heads = _cell_heads(model.config.vision_config.hidden_size, torch.Generator().manual_seed(cfg.seed))
     opt = torch.optim.AdamW(list(vision.parameters()) + list(heads.parameters()), lr=cfg.vision_lr, weight_decay=0.0)
     vision.train()
     loss = torch.tensor(0.0)
     for step in range(cfg.vision_steps):
-        rng = np.random.default_rng([cfg.seed, 3, step])
-        scenes = [mixture.random_scene(rng, 12) for _ in range(cfg.vision_batch)]
-        pixels = processor.image_processor([Image.fromarray(render(sc)) for sc in scenes],
-                                           return_tensors="pt")["pixel_values"]
-        target = labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(sc) for sc in scenes]))]  # (B, N, 4)
+        pixels, target = _cell_batch(processor, cfg, 3, step)  # (B, 3, H, W), (B, N, 4)
         with _autocast(cfg):
             features = vision(pixel_values=pixels).last_hidden_state  # (B, N, D): one patch per cell
         loss = sum(F.cross_entropy(h(features.float()).flatten(0, 1), target[..., i].flatten())
@@ -290,16 +296,10 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
     by one shared direction, a linear probe reading shape from them at 0.28 (chance 0.2), and the LM never
     learned to read an image (a one-object description stayed at chance for 150 steps; after this phase it
     starts to fall within 100). Throw-away probes, numbers in the README. Deterministic, redone on resume."""
-    from PIL import Image
-
-    from ospo.shapeworld import mixture
-    from ospo.shapeworld.render import render
-
     if not cfg.align_steps:
         return {}
     if _load_state(state_dir, "align", model, None) >= cfg.align_steps:
         return _logged_metrics(state_dir, "align")
-    labels = cell_labels()
     vision, aligner = model.model.vision_model, model.model.aligner
     torch.manual_seed(cfg.seed)
     for module in aligner.modules():
@@ -310,11 +310,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
     vision.eval()
     loss = torch.tensor(0.0)
     for step in range(cfg.align_steps):
-        rng = np.random.default_rng([cfg.seed, 4, step])
-        scenes = [mixture.random_scene(rng, 12) for _ in range(cfg.vision_batch)]
-        pixels = processor.image_processor([Image.fromarray(render(sc)) for sc in scenes],
-                                           return_tensors="pt")["pixel_values"]
-        target = labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(sc) for sc in scenes]))]
+        pixels, target = _cell_batch(processor, cfg, 4, step)
         with torch.no_grad(), _autocast(cfg):
             features = vision(pixel_values=pixels).last_hidden_state
         tokens = aligner(features.float())
