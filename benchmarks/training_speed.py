@@ -30,7 +30,8 @@ thread, because idle OpenMP threads spin-wait (and burn CPU time) while a siblin
 speed-ups are ratios of wall time.
 
 Models: the tiny test Janus and the ~50M-parameter random Janus of `benchmarks.adapter_speed` (16384 codes,
-256 image tokens). Codes are drawn at random (the step's cost does not depend on their values).
+256 image tokens), or a saved checkpoint directory (e.g. `--models src/ospo/shapeworld/checkpoint`). Codes are
+drawn at random (the step's cost does not depend on their values).
 
     python -m benchmarks.training_speed [--models tiny,50m] [--pairs 2] [--micro-batch 2] [--steps N] [--json out.json]
 """
@@ -230,8 +231,11 @@ def main():
               "micro_batch": args.micro_batch, "models": {}}
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as d:
-            save_tiny_janus(d, SPECS[name])
-            steps = args.steps or DEFAULT_STEPS[name]
+            if name in SPECS:
+                save_tiny_janus(d, SPECS[name])
+            else:  # a saved checkpoint, e.g. the shipped ShapeWorld model
+                d = name
+            steps = args.steps or DEFAULT_STEPS.get(name, 5)
             rows = [run_in_subprocess(d, v, steps, args) for v in VARIANTS]
         rate = "pairs_per_s" if args.device != "cpu" else "pairs_per_cpu_s"
         base = next(r for r in rows if r["variant"] == "re-encode PNG")
@@ -240,9 +244,12 @@ def main():
             r["speedup_vs_reencode"] = r[rate] / base[rate]
             r["train_memory_vs_stored"] = r["train_mib"] / ours["train_mib"]
         report["models"][name] = {"steps": steps, "variants": rows}
-        spec = SPECS[name]
-        print(f"\n## {name}: LM {spec.hidden_size} wide x {spec.num_layers} layers, {spec.grid ** 2} image tokens, "
-              f"{spec.codebook_size} codes; {steps} steps of {args.pairs} pairs, micro-batch {args.micro_batch}, "
+        cfg = None if name in SPECS else json.loads(open(os.path.join(name, "config.json")).read())
+        shape = (f"LM {SPECS[name].hidden_size} wide x {SPECS[name].num_layers} layers, {SPECS[name].grid ** 2} image "
+                 f"tokens, {SPECS[name].codebook_size} codes" if cfg is None else
+                 f"LM {cfg['text_config']['hidden_size']} wide x {cfg['text_config']['num_hidden_layers']} layers, "
+                 f"{cfg['vision_config']['num_image_tokens']} image tokens, {cfg['vq_config']['num_embeddings']} codes")
+        print(f"\n## {name}: {shape}; {steps} steps of {args.pairs} pairs, micro-batch {args.micro_batch}, "
               f"LoRA r=32, {args.threads} thread(s), {args.device}; speed-up from {rate.replace('_', ' ')}")
         print("| codes from | grad ckpt | pairs/s (wall) | pairs/CPU-s | speed-up vs re-encode | peak MiB | train MiB "
               "| train MiB vs ours |\n|---|---|---|---|---|---|---|---|")
