@@ -237,6 +237,8 @@ def main():
                 d = name
             steps = args.steps or DEFAULT_STEPS.get(name, 5)
             rows = [run_in_subprocess(d, v, steps, args) for v in VARIANTS]
+            with open(os.path.join(d, "config.json")) as f:
+                cfg = json.load(f)
         rate = "pairs_per_s" if args.device != "cpu" else "pairs_per_cpu_s"
         base = next(r for r in rows if r["variant"] == "re-encode PNG")
         ours = next(r for r in rows if r["variant"] == "stored codes")
@@ -244,10 +246,7 @@ def main():
             r["speedup_vs_reencode"] = r[rate] / base[rate]
             r["train_memory_vs_stored"] = r["train_mib"] / ours["train_mib"]
         report["models"][name] = {"steps": steps, "variants": rows}
-        cfg = None if name in SPECS else json.loads(open(os.path.join(name, "config.json")).read())
-        shape = (f"LM {SPECS[name].hidden_size} wide x {SPECS[name].num_layers} layers, {SPECS[name].grid ** 2} image "
-                 f"tokens, {SPECS[name].codebook_size} codes" if cfg is None else
-                 f"LM {cfg['text_config']['hidden_size']} wide x {cfg['text_config']['num_hidden_layers']} layers, "
+        shape = (f"LM {cfg['text_config']['hidden_size']} wide x {cfg['text_config']['num_hidden_layers']} layers, "
                  f"{cfg['vision_config']['num_image_tokens']} image tokens, {cfg['vq_config']['num_embeddings']} codes")
         print(f"\n## {name}: {shape}; {steps} steps of {args.pairs} pairs, micro-batch {args.micro_batch}, "
               f"LoRA r=32, {args.threads} thread(s), {args.device}; speed-up from {rate.replace('_', ' ')}")

@@ -449,19 +449,19 @@ def lm_step_loss(adapter, batch) -> dict[str, torch.Tensor]:
 
 
 def lm_parameters(model, freeze_vision: bool = False) -> list:
-    """Everything but the (frozen) VQ tokenizer, and but the vision tower when `freeze_vision`."""
+    """Freezes the VQ tokenizer (and the vision tower when `freeze_vision`) and returns everything else."""
     frozen = ("model.vqmodel.", "model.vision_model.") if freeze_vision else ("model.vqmodel.",)
-    return [p for n, p in model.named_parameters() if not n.startswith(frozen)]
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(frozen))
+        if p.requires_grad:
+            params.append(p)
+    return params
 
 
 def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
     model = adapter.janus
     params = lm_parameters(model, cfg.freeze_vision)
-    for p in model.model.vqmodel.parameters():
-        p.requires_grad_(False)
-    if cfg.freeze_vision:
-        for p in model.model.vision_model.parameters():
-            p.requires_grad_(False)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
