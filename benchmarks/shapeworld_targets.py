@@ -49,13 +49,19 @@ def oracle_accuracy(model, num_scenes: int) -> tuple[float, float]:
     return accuracy([render(s) for s in scenes]), accuracy(decoded)
 
 
-def vqa_held_out(model, num: int) -> float:
-    rng = np.random.default_rng([HELD_OUT, 2])
+def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
+    """Self-VQA accuracy on held-out renders of the mixture's VQA sampler, overall and by question kind."""
     from PIL import Image
 
+    from ospo.shapeworld.questions import parse_question
+
+    rng = np.random.default_rng([HELD_OUT, 2])
     examples = [mixture.sample_vqa(rng) for _ in range(num)]
-    return sw_eval.vqa_accuracy(model, [Image.fromarray(e.image) for e in examples], [[e.question] for e in examples],
-                                [[e.answer] for e in examples])
+    kinds = [parse_question(e.question.split("?")[0] + "?").kind for e in examples]
+    scores = model.yes_no_scores([Image.fromarray(e.image) for e in examples], [[e.question] for e in examples])
+    hits = [(float(s.p_yes[0]) > float(s.p_no[0])) == (e.answer == "yes") for s, e in zip(scores, examples)]
+    by_kind = {k: float(np.mean([h for h, kk in zip(hits, kinds) if kk == k])) for k in sorted(set(kinds))}
+    return float(np.mean(hits)), by_kind
 
 
 def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
@@ -108,13 +114,14 @@ def main():
     scored, images = sw_eval.generate_and_score(model, records, args.images_per_prompt, sampling)
     summary = evalsets.summarize([evalsets.ImageResult(s.prompt_id, s.task, s.score) for s in scored])
     own = sw_eval.self_vqa_on_generated(model, records, scored, images, templates.vqa)
-    renders = vqa_held_out(model, args.vqa)
+    renders, renders_by_kind = vqa_held_out(model, args.vqa)
     perturb_ok, decompose_ok, reasons = text_tasks(model, templates, args.text)
 
     rows = [("oracle, clean renders (object acc.)", clean, ">= 0.995"),
             ("oracle, render -> codes -> decoded", decoded, ">= 0.99"),
             (f"T2I ShapeWorld-GenEval overall (cfg {cfg_scale})", summary.overall.mean, "0.30 - 0.75"),
             ("self-VQA, held-out renders", renders, ">= 0.85"),
+            *((f"  - {kind} questions", acc, "") for kind, acc in renders_by_kind.items()),
             ("self-VQA, own generated images", own, ">= 0.80"),
             ("valid perturbations", perturb_ok, ">= 0.80"),
             ("complete decompositions", decompose_ok, ">= 0.80")]

@@ -216,3 +216,69 @@ def test_describe_curriculum_uses_one_object_scenes_first():
     assert [e.question for e in plain[1]] == [e.question for e in with_describe[1]]
     assert [e.answer for e in plain[2]] == [e.answer for e in with_describe[2]]
     assert np.array_equal(plain[3], with_describe[3])
+
+
+def test_replicate_draws_every_object_in_several_cells_and_answers_stay_exact():
+    from ospo.shapeworld import mixture, oracle
+    from ospo.shapeworld.questions import answer_question
+
+    rng = np.random.default_rng(3)
+    scene = mixture.random_scene(rng, 3)
+    many = mixture.replicate(scene, 5, rng)
+    assert len(many.objects) == 5 * len(scene.objects) and many.background == scene.background
+    assert len({(o.row, o.col) for o in many.objects}) == len(many.objects)  # distinct cells
+    for o in scene.objects:
+        same = [m for m in many.objects if (m.shape, m.color, m.texture) == (o.shape, o.color, o.texture)]
+        assert len(same) >= 5
+    assert len(mixture.replicate(scene, 1000, rng).objects) <= 64  # the board caps the copies
+    assert mixture.replicate(scene, 1, rng) is scene
+    for step in range(20):  # VQA examples of replicated scenes: the answer is the oracle's on the pixels
+        e = mixture.sample_vqa(np.random.default_rng([7, step]), copies=8)
+        question = e.question.replace(" please answer yes or no .", "")
+        assert answer_question(question, oracle.read_scene(e.image)) == e.answer
+
+
+def test_vqa_curriculum_shrinks_copies_to_one_and_leaves_runs_without_it_unchanged():
+    from ospo.shapeworld import oracle
+    from ospo.shapeworld.pretrain import vqa_copies
+
+    cfg = replace(SMALL, batch_vqa=12, vqa_curriculum_steps=10, vqa_curriculum_copies=16)
+    assert [vqa_copies(cfg, s) for s in (0, 5, 9, 10, 50)] == [16, 8, 2, 1, 1]
+    early = [len(oracle.read_scene(e.image).objects) for e in lm_batch(cfg, 0)[1]]
+    late = [len(oracle.read_scene(e.image).objects) for e in lm_batch(cfg, 10)[1]]
+    assert min(early) >= 16 and max(late) <= 12
+    plain, off = lm_batch(replace(SMALL, batch_vqa=12), 10), lm_batch(cfg, 10)
+    assert [e.question for e in plain[1]] == [e.question for e in off[1]]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain[1], off[1]))
+
+
+def test_word_targets_sum_the_embeddings_of_each_cells_words():
+    from ospo.shapeworld.pretrain import cell_labels, word_targets
+    from ospo.tiny import build_tiny_janus
+    from ospo.shapeworld.world import vocabulary
+
+    model, processor = build_tiny_janus(small_spec(), vocabulary())
+    table, labels, tok = word_targets(model, processor.tokenizer), cell_labels(), processor.tokenizer
+    emb = model.get_input_embeddings().weight.detach()
+    for code in (0, 5, len(labels) - 1):  # an empty cell and two glyphs
+        entry = world_codes.code_table()[code]
+        words = ([tok.pad_token] * 3 + [entry[1]]) if entry[0] == "empty" else [entry[1], entry[2], entry[3], entry[4]]
+        expected = sum(emb[tok.convert_tokens_to_ids(w)] for w in words)
+        assert torch.allclose(table[tuple(labels[code])], expected, atol=1e-6), entry
+
+
+def test_aligner_words_target_trains_and_a_bad_target_is_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    from ospo.errors import InputError
+
+    cfg = replace(SMALL, align_steps=40, align_target="words", lm_steps=0)
+    info = pretrain(tmp_path / "w", cfg, spec=small_spec())
+    first = pretrain(tmp_path / "w1", replace(cfg, align_steps=1), spec=small_spec())
+    assert set(info["vision"]) == {"vision_ce", "align_rel_mse"}
+    assert info["vision"]["align_rel_mse"] < 0.5 * first["vision"]["align_rel_mse"]
+    pretrain(tmp_path / "c", replace(cfg, align_target="cells"), spec=small_spec())
+    w, c = load_file(tmp_path / "w" / "model.safetensors"), load_file(tmp_path / "c" / "model.safetensors")
+    assert not all(torch.equal(w[k], c[k]) for k in w if k.startswith("model.aligner."))
+    with pytest.raises(InputError, match="align_target must be 'cells' or 'words'"):
+        replace(cfg, align_target="pixels")
