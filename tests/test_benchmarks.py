@@ -1,5 +1,6 @@
 """The profile benchmark's bookkeeping (the numbers it prints are measured, not tested)."""
 
+import numpy as np
 import torch
 
 from benchmarks import profile as bench_profile
@@ -32,3 +33,37 @@ def test_inference_workloads_run_on_the_plain_model_and_the_train_step_comes_las
         workloads[label]()
         assert type(tiny.model) is plain and not tiny.model.training, label
     assert tiny.preallocate_cache  # the DynamicCache variant restores the flag
+
+
+def test_vqa_probe_examples_are_exact_and_replicated():
+    from benchmarks.vqa_probe import one_object_example
+    from ospo.shapeworld import oracle
+    from ospo.shapeworld.questions import answer_question
+    from ospo.shapeworld.render import render
+
+    rng = np.random.default_rng(0)
+    for copies in (1, 9):
+        for _ in range(15):
+            scene, text, answer, kind = one_object_example(rng, "all", copies)
+            assert len(scene.objects) == copies
+            assert answer_question(text.split("?")[0] + "?", oracle.read_scene(render(scene))) == answer
+    shape_only = [one_object_example(rng, "shape") for _ in range(30)]
+    assert all(len(t.split("?")[0].split()) == 4 for _, t, _, k in shape_only if k == "exists")  # "is there a X"
+
+
+def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import vqa_probe
+
+    for tokens in ("aligner", "words", "realign"):
+        out = tmp_path / f"{tokens}.json"
+        monkeypatch.setattr(sys, "argv", ["vqa_probe", "--tokens", tokens, "--steps", "2", "--batch", "2",
+                                          "--eval-size", "6", "--eval-every", "1", "--align-steps", "2",
+                                          "--copies", "8", "--threads", "1", "--json", str(out)])
+        vqa_probe.main()
+        rows = json.loads(out.read_text())["rows"]
+        assert [r["step"] for r in rows] == [0, 1, 2] and rows[1]["copies"] == 8
+        assert all(0.0 <= r["all"] <= 1.0 for r in rows)
+    assert "| step | all |" in capsys.readouterr().out

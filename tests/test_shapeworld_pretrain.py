@@ -282,3 +282,21 @@ def test_aligner_words_target_trains_and_a_bad_target_is_refused(tmp_path):
     assert not all(torch.equal(w[k], c[k]) for k in w if k.startswith("model.aligner."))
     with pytest.raises(InputError, match="align_target must be 'cells' or 'words'"):
         replace(cfg, align_target="pixels")
+
+
+def test_the_aligner_phase_reinitialises_an_aligner_loaded_with_from_pretrained(tmp_path):
+    from transformers import JanusForConditionalGeneration
+
+    from ospo.shapeworld.pretrain import train_aligner
+    from ospo.shapeworld.world import vocabulary
+    from ospo.tiny import build_tiny_janus
+
+    model, processor = build_tiny_janus(small_spec(), vocabulary())
+    with torch.no_grad():
+        for p in model.model.aligner.parameters():
+            p.fill_(0.5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = JanusForConditionalGeneration.from_pretrained(tmp_path / "m")
+    train_aligner(loaded, processor, replace(SMALL, align_steps=1, vision_lr=0.0), tmp_path / "state")
+    weights = [p for n, p in loaded.model.aligner.named_parameters() if n.endswith("weight")]
+    assert all(abs(float(w.std()) - loaded.config.text_config.initializer_range) < 0.01 for w in weights)

@@ -114,6 +114,14 @@ def vq_batch(rng: np.random.Generator, batch: int, size: int = 8) -> tuple[torch
     return torch.from_numpy(grids), target
 
 
+def _reinit(model, module) -> None:
+    """`model._init_weights(module)`, also for weights `from_pretrained` loaded: transformers flags those tensors
+    as initialised and its init functions then leave them as they are."""
+    for p in module.parameters(recurse=False):
+        p._is_hf_initialized = False
+    model._init_weights(module)
+
+
 def reinit_outside_vq(model, seed: int) -> None:
     """Re-draws every weight outside the VQ from `seed` alone, so the VQ's architecture (which the constructor
     builds first) never changes the LM's initialisation: the two phases stay independent."""
@@ -121,7 +129,7 @@ def reinit_outside_vq(model, seed: int) -> None:
     with torch.no_grad():
         for name, module in model.named_modules():
             if name and not name.startswith("model.vqmodel"):
-                model._init_weights(module)
+                _reinit(model, module)
 
 
 def init_code_embeddings(model) -> None:
@@ -338,7 +346,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
     torch.manual_seed(cfg.seed)
     for module in aligner.modules():
         if isinstance(module, torch.nn.Linear):
-            model._init_weights(module)
+            _reinit(model, module)
     heads = _cell_heads(model.config.text_config.hidden_size, torch.Generator().manual_seed(cfg.seed + 1))
     words = word_targets(model, processor.tokenizer) if cfg.align_target == "words" else None
     metric = "align_rel_mse" if words is not None else "align_ce"

@@ -1,0 +1,153 @@
+"""Can the language model learn to answer yes/no about a one-object scene, and what does it need?
+
+    python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|realign] [--copies 32]
+                                   [--questions shape|all] [--steps 500] [--json out.json]
+
+Trains the language model of a ShapeWorld Janus (vision tower and VQ frozen) on yes/no questions about
+one-object scenes only, and prints held-out accuracy by question kind every `--eval-every` steps. It isolates
+one question: is the self-judge's weakness in the image tokens the LM reads, or in learning to find one cell
+of 64? `--tokens` picks the image tokens:
+- `aligner`: the model's own vision tower + aligner (what the checkpoint does);
+- `words`: exact tokens from the scene, not the pixels: each cell's token is the sum of the LM's input
+  embeddings of its shape, colour, texture and background words (`pretrain.word_targets`);
+- `realign`: the aligner re-trained first so that its tokens approximate `words` from pixels (the
+  `align_target=words` phase of pretraining, `--align-steps` steps).
+`--copies N` draws the training object in N cells at step 0, shrinking to 1 by 70% of the steps (the
+`vqa_curriculum_steps` schedule of pretraining); 1 = no curriculum. Evaluation always uses one copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def one_object_example(rng, questions: str, copies: int = 1):
+    """(scene, question text, answer, kind) about a random one-object scene drawn in `copies` cells."""
+    from ospo.shapeworld import mixture, tasks
+    from ospo.shapeworld.captions import ObjectClause
+    from ospo.shapeworld.questions import Question, question_text, truth
+
+    scene = mixture.replicate(mixture.random_scene(rng, 1), copies, rng)
+    yes = bool(rng.random() < 0.5)
+    question = mixture._question(scene, None, yes, rng)
+    if questions == "shape" and question.kind == "exists":
+        obj = scene.objects[0]
+        shape = obj.shape if yes else mixture._other(rng, mixture.SHAPES, obj.shape)
+        question = Question("exists", ObjectClause(shape))
+    assert truth(question, scene) == yes
+    text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
+    return scene, text, "yes" if yes else "no", question.kind
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--tokens", choices=("aligner", "words", "realign"), default="aligner")
+    ap.add_argument("--copies", type=int, default=1)
+    ap.add_argument("--questions", choices=("shape", "all"), default="shape")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--align-steps", type=int, default=300)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-size", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from ospo.model import JanusAdapter
+    from ospo.shapeworld import checkpoint_path, pretrain
+    from ospo.shapeworld import codes as world_codes
+    from ospo.shapeworld.render import render
+
+    adapter = JanusAdapter.from_pretrained(args.model or str(checkpoint_path()))
+    model, tok = adapter.janus, adapter.tokenizer
+    labels = pretrain.cell_labels()
+    if args.tokens == "realign":
+        cfg = replace(pretrain.PretrainConfig(), align_steps=args.align_steps, align_target="words",
+                      threads=args.threads)
+        with tempfile.TemporaryDirectory() as state:
+            aligned = pretrain.train_aligner(model, adapter.processor, cfg, Path(state))
+        print(f"aligner re-trained: {aligned}", flush=True)
+    table = pretrain.word_targets(model, tok)
+    current = {}
+    if args.tokens == "words":
+        def exact_tokens(module, inputs, output):
+            lab = current["labels"]
+            return table.to(output.dtype)[lab.unbind(-1)]
+        model.model.aligner.register_forward_hook(exact_tokens)
+
+    params = pretrain.lm_parameters(model, freeze_vision=True)
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+
+    def encode(batch, with_answer: bool):
+        current["labels"] = labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(b[0]) for b in batch]))]
+        texts = []
+        for _, question, answer, _ in batch:
+            conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+            conv += [{"role": "assistant", "content": answer}] if with_answer else []
+            texts.append(adapter.processor.apply_chat_template(conv, add_generation_prompt=not with_answer))
+        return adapter.processor(text=texts, images=[render(b[0]) for b in batch], return_tensors="pt", padding=True)
+
+    rng = np.random.default_rng([7, 11])
+    held_out = [one_object_example(rng, args.questions) for _ in range(args.eval_size)]
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        model.eval()
+        hits = []
+        for i in range(0, len(held_out), 50):
+            chunk = held_out[i:i + 50]
+            logits = model(**encode(chunk, False), logits_to_keep=1).logits[:, -1]
+            hits += [((float(lg[yes_id]) > float(lg[no_id])) == (b[2] == "yes"), b[3]) for lg, b in zip(logits, chunk)]
+        out = {"all": float(np.mean([h for h, _ in hits]))}
+        out.update({k: float(np.mean([h for h, kk in hits if kk == k])) for k in sorted({k for _, k in hits})})
+        return out
+
+    rows = [{"step": 0, **evaluate()}]
+    print(f"step 0: {rows[-1]}", flush=True)
+    t0 = time.time()
+    curriculum = max(1, int(0.7 * args.steps))
+    for step in range(args.steps):
+        model.train()
+        copies = max(1, round(args.copies * (1 - step / curriculum))) if args.copies > 1 else 1
+        rng = np.random.default_rng([1, 77, step])
+        batch = [one_object_example(rng, args.questions, copies) for _ in range(args.batch)]
+        enc = encode(batch, True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(**enc, logits_to_keep=3).logits[:, 0]  # the position that predicts the answer
+        loss = F.cross_entropy(logits.float(), torch.tensor([yes_id if b[2] == "yes" else no_id for b in batch]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            rows.append({"step": step + 1, "copies": copies, "loss": float(loss), **evaluate()})
+            print(f"step {step + 1} ({time.time() - t0:.0f}s): {rows[-1]}", flush=True)
+
+    kinds = [k for k in rows[0] if k != "step"]
+    print(f"\n## One-object yes/no: tokens={args.tokens}, copies={args.copies}, questions={args.questions}, "
+          f"model={args.model or 'shipped'}\n")
+    print("| step | " + " | ".join(kinds) + " |\n|---|" + "---|" * len(kinds))
+    for r in rows:
+        print(f"| {r['step']} | " + " | ".join(f"{r[k]:.3f}" for k in kinds) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
