@@ -136,7 +136,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            rows.append({"step": step + 1, "copies": copies, "loss": float(loss), **evaluate()})
+            rows.append({"step": step + 1, "copies": copies, "loss": loss.item(), **evaluate()})
             print(f"step {step + 1} ({time.time() - t0:.0f}s): {rows[-1]}", flush=True)
 
     kinds = [k for k in rows[0] if k != "step"]

@@ -61,7 +61,8 @@ def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, 
         out = tmp_path / f"{tokens}.json"
         monkeypatch.setattr(sys, "argv", ["vqa_probe", "--tokens", tokens, "--steps", "2", "--batch", "2",
                                           "--eval-size", "6", "--eval-every", "1", "--align-steps", "2",
-                                          "--copies", "8", "--threads", "1", "--json", str(out)])
+                                          "--copies", "8", "--threads", str(torch.get_num_threads()),  # leave the
+                                          "--json", str(out)])  # process's thread count as other tests expect it
         vqa_probe.main()
         rows = json.loads(out.read_text())["rows"]
         assert [r["step"] for r in rows] == [0, 1, 2] and rows[1]["copies"] == 8
