@@ -300,3 +300,12 @@ def test_the_aligner_phase_reinitialises_an_aligner_loaded_with_from_pretrained(
     train_aligner(loaded, processor, replace(SMALL, align_steps=1, vision_lr=0.0), tmp_path / "state")
     weights = [p for n, p in loaded.model.aligner.named_parameters() if n.endswith("weight")]
     assert all(abs(float(w.std()) - loaded.config.text_config.initializer_range) < 0.01 for w in weights)
+
+
+def test_word_targets_refuse_a_tokenizer_without_the_world_words():
+    from ospo.shapeworld.pretrain import word_targets
+    from ospo.tiny import build_tiny_janus
+
+    model, processor = build_tiny_janus(small_spec())  # no ShapeWorld vocabulary
+    with pytest.raises(ValueError, match="no token for the ShapeWorld words"):
+        word_targets(model, processor.tokenizer)

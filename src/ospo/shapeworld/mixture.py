@@ -123,12 +123,12 @@ def random_scene(rng: np.random.Generator, max_objects: int = MAX_RANDOM_OBJECTS
 def replicate(scene: Scene, copies: int, rng: np.random.Generator) -> Scene:
     """`scene` with every object drawn in `copies` cells (fewer when the board runs out: at most 64 objects).
 
-    The curriculum that teaches a tiny model to *find* an object before it must find it in one cell of 64.
-    Throw-away probes (README): with the image tokens replaced by perfect cell embeddings, "is there a cross ?"
-    about a one-object scene stayed at chance for 300 steps, while the same question with the object's
-    embedding in every cell was learned in 200; starting from many copies and shrinking to one taught the
-    one-cell case in 400. Answers stay exact: questions are drawn, and checked, on the replicated scene."""
-    copies = max(1, min(copies, (GRID * GRID) // len(scene.objects)))
+    A curriculum for finding an object: a tiny LM learns to compare a question with what fills many cells long
+    before it learns to find the one cell of 64 that holds it (`python -m benchmarks.vqa_probe`, table in the
+    README). Answers stay exact: `sample_vqa` draws and checks its question on the replicated scene."""
+    if copies <= 1 or not scene.objects:
+        return scene
+    copies = min(copies, (GRID * GRID) // len(scene.objects))
     if copies == 1:
         return scene
     cells = rng.choice(GRID * GRID, size=copies * len(scene.objects), replace=False)

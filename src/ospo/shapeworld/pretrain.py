@@ -313,16 +313,19 @@ def word_targets(model, tokenizer) -> torch.Tensor:
     LM's input embeddings (frozen copy) of a cell's shape, colour, texture and background words, the pad token's
     embedding standing in for the words of an empty cell. Indexed by `cell_labels` rows.
 
-    Why: with these image tokens a question word and the cell it names start out as near-identical vectors.
-    Throw-away probes (README): a one-object "is there a <shape> ?" stayed at chance for 500 steps of a
-    replication curriculum on tokens of the "cells" aligner (linearly separable, cross-entropy 0.001), and went
-    from 0.52 to 0.79 with this target; with exact word-sum tokens it reached 0.94 in 400 steps."""
+    Why: a question's words and the image tokens of the cell they describe then start out close in the LM's own
+    input space. With exact tokens of this kind the LM still needed the replication curriculum to answer
+    "is there a <shape> ?" about one object; an aligner trained towards them did not get there in 400 steps
+    (`python -m benchmarks.vqa_probe`, table in the README)."""
     from ospo.shapeworld.world import BACKGROUNDS, COLORS, SHAPES, TEXTURES
 
     emb = model.get_input_embeddings().weight.detach().float().clone()
 
     def ids(values, empty=True):
         found = tokenizer.convert_tokens_to_ids(list(values))
+        missing = [v for v, i in zip(values, found) if i is None or i == tokenizer.unk_token_id]
+        if missing:
+            raise ValueError(f"the tokenizer has no token for the ShapeWorld words {missing}")
         return torch.tensor(([tokenizer.pad_token_id] if empty else []) + found)
 
     shape, colour, texture, background = (emb[ids(SHAPES)], emb[ids(COLORS)], emb[ids(TEXTURES)],
@@ -332,11 +335,11 @@ def word_targets(model, tokenizer) -> torch.Tensor:
 
 
 def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
-    """Re-initialises the aligner and trains it (vision tower frozen) so that the image tokens it hands the LM
-    separate cell contents linearly *after the LM's RMS normalisation*. Trained through the LM mixture alone, the
-    aligner of the first shipped models collapsed: image tokens ~200x the norm of text embeddings and dominated
-    by one shared direction, a linear probe reading shape from them at 0.28 (chance 0.2), and the LM never
-    learned to read an image (a one-object description stayed at chance for 150 steps; after this phase it
+    """Re-initialises the aligner and trains it (vision tower frozen) towards `cfg.align_target`: "cells", image
+    tokens that separate cell contents linearly *after the LM's RMS normalisation*; "words", image tokens close to
+    `word_targets`. Trained through the LM mixture alone, the aligner of the first shipped models collapsed:
+    image tokens ~200x the norm of text embeddings and dominated by one shared direction, a linear probe reading
+    shape from them at 0.28 (chance 0.2), and the LM never learned to read an image (a one-object description stayed at chance for 150 steps; after this phase it
     starts to fall within 100). Throw-away probes, numbers in the README. Deterministic, redone on resume."""
     if not cfg.align_steps:
         return {}
