@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--align-steps", type=int, default=300)
+    ap.add_argument("--freeze-aligner", action="store_true", help="train the LM only, not the aligner")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-size", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
@@ -90,7 +91,7 @@ def main():
             return table.to(output.dtype)[lab.unbind(-1)]
         model.model.aligner.register_forward_hook(exact_tokens)
 
-    params = pretrain.lm_parameters(model, freeze_vision=True)
+    params = pretrain.lm_parameters(model, freeze_vision=True, freeze_aligner=args.freeze_aligner)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
 

@@ -59,7 +59,8 @@ def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, 
 
     for tokens in ("aligner", "words", "realign"):
         out = tmp_path / f"{tokens}.json"
-        monkeypatch.setattr(sys, "argv", ["vqa_probe", "--tokens", tokens, "--steps", "2", "--batch", "2",
+        frozen = ["--freeze-aligner"] if tokens == "realign" else []
+        monkeypatch.setattr(sys, "argv", ["vqa_probe", *frozen, "--tokens", tokens, "--steps", "2", "--batch", "2",
                                           "--eval-size", "6", "--eval-every", "1", "--align-steps", "2",
                                           "--copies", "8", "--threads", str(torch.get_num_threads()),  # leave the
                                           "--json", str(out)])  # process's thread count as other tests expect it

@@ -309,3 +309,18 @@ def test_word_targets_refuse_a_tokenizer_without_the_world_words():
     model, processor = build_tiny_janus(small_spec())  # no ShapeWorld vocabulary
     with pytest.raises(ValueError, match="no token for the ShapeWorld words"):
         word_targets(model, processor.tokenizer)
+
+
+def test_freeze_aligner_keeps_the_aligner_of_the_align_phase_through_the_lm_phase(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = replace(SMALL, align_steps=2, align_target="words", freeze_vision=True, freeze_aligner=True)
+    pretrain(tmp_path / "before_lm", replace(cfg, lm_steps=0), spec=small_spec())
+    pretrain(tmp_path / "after", cfg, spec=small_spec())
+    pretrain(tmp_path / "unfrozen", replace(cfg, freeze_aligner=False), spec=small_spec())
+    before, after = load_file(tmp_path / "before_lm" / "model.safetensors"), load_file(tmp_path / "after" / "model.safetensors")
+    unfrozen = load_file(tmp_path / "unfrozen" / "model.safetensors")
+    aligner = [k for k in before if k.startswith("model.aligner.")]
+    assert aligner and all(torch.equal(before[k], after[k]) for k in aligner)
+    assert not all(torch.equal(before[k], unfrozen[k]) for k in aligner)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("model.language_model."))

@@ -73,6 +73,8 @@ class PretrainConfig:
     align_target: str = "cells"  # "cells": linear cell classification; "words": each image token regresses onto the
     # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets
     freeze_vision: bool = False  # keep the vision tower of the vision phase fixed during the LM mixture
+    freeze_aligner: bool = False  # keep the aligner of the align phase fixed during the LM mixture (the mixture
+    # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, README)
     batch_describe: int = 0  # image -> full description of every object (mixture.sample_describe) rows a step
     describe_curriculum_steps: int = 0  # the first N LM steps describe one-object scenes only
     vqa_curriculum_steps: int = 0  # the first N LM steps draw VQA scenes with each object in several cells
@@ -507,9 +509,10 @@ def lm_step_loss(adapter, batch) -> dict[str, torch.Tensor]:
     return losses
 
 
-def lm_parameters(model, freeze_vision: bool = False) -> list:
-    """Freezes the VQ tokenizer (and the vision tower when `freeze_vision`) and returns everything else."""
-    frozen = ("model.vqmodel.", "model.vision_model.") if freeze_vision else ("model.vqmodel.",)
+def lm_parameters(model, freeze_vision: bool = False, freeze_aligner: bool = False) -> list:
+    """Freezes the VQ tokenizer (and the vision tower / the aligner when asked) and returns everything else."""
+    frozen = ("model.vqmodel.",) + (("model.vision_model.",) if freeze_vision else ()) + (
+        ("model.aligner.",) if freeze_aligner else ())
     params = []
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(frozen))
@@ -520,7 +523,7 @@ def lm_parameters(model, freeze_vision: bool = False) -> list:
 
 def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
     model = adapter.janus
-    params = lm_parameters(model, cfg.freeze_vision)
+    params = lm_parameters(model, cfg.freeze_vision, cfg.freeze_aligner)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
