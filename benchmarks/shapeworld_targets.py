@@ -58,8 +58,8 @@ def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
     rng = np.random.default_rng([HELD_OUT, 2])
     examples = [mixture.sample_vqa(rng) for _ in range(num)]
     kinds = [parse_question(e.question.split("?")[0] + "?").kind for e in examples]
-    scores = model.yes_no_scores([Image.fromarray(e.image) for e in examples], [[e.question] for e in examples])
-    hits = [(float(s.p_yes[0]) > float(s.p_no[0])) == (e.answer == "yes") for s, e in zip(scores, examples)]
+    hits = sw_eval.vqa_hits(model, [Image.fromarray(e.image) for e in examples], [[e.question] for e in examples],
+                            [[e.answer] for e in examples])
     by_kind = {k: float(np.mean([h for h, kk in zip(hits, kinds) if kk == k])) for k in sorted(set(kinds))}
     return float(np.mean(hits)), by_kind
 

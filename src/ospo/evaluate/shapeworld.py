@@ -114,11 +114,16 @@ def summary_dict(summary: evalsets.Summary) -> dict:
     return {"tasks": {t: asdict(e) for t, e in summary.tasks.items()}, "overall": asdict(summary.overall)}
 
 
+def vqa_hits(model, images: list, questions: list[list[str]], answers: list[list[str]]) -> list[bool]:
+    """Per (image, question) pair, in order: does the model's p(yes) > p(no) agree with the true answer?"""
+    scores = model.yes_no_scores(images, questions)
+    return [(float(y) > float(n)) == (a == "yes") for s, ans in zip(scores, answers)
+            for y, n, a in zip(s.p_yes, s.p_no, ans)]
+
+
 def vqa_accuracy(model, images: list, questions: list[list[str]], answers: list[list[str]]) -> float:
     """Share of (image, question) pairs where the model's p(yes) > p(no) agrees with the true answer."""
-    scores = model.yes_no_scores(images, questions)
-    hits = [(float(y) > float(n)) == (a == "yes") for s, ans in zip(scores, answers)
-            for y, n, a in zip(s.p_yes, s.p_no, ans)]
+    hits = vqa_hits(model, images, questions, answers)
     return float(np.mean(hits)) if hits else float("nan")
 
 
