@@ -65,9 +65,13 @@ def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
 
 
 def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
-    """Share of valid perturbations (all three edit types) and of complete decompositions, on dev prompts."""
+    """Share of valid perturbations and of complete decompositions, on dev prompts.
+
+    Each prompt is asked for the edit of one of its negative slots (`tasks.perturbation_slots`, taken in
+    turn), i.e. what the negative stage asks: never a swap of a one-clause prompt, which no answer satisfies.
+    """
     records = [r for r in evalsets.dev_split(20)][:num]
-    edits = [("replace", "swap", "drop")[i % 3] for i in range(len(records))]
+    edits = [tasks.perturbation_slots(r.spec)[i % 3] for i, r in enumerate(records)]
     sampling = TextSampling(max_new_tokens=64)
     outputs = model.generate_text([templates.perturb(r.prompt, e) for r, e in zip(records, edits)],
                                   [item_seed(0, r.id, 0) for r in records], sampling)

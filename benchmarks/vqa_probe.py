@@ -34,17 +34,9 @@ import torch.nn.functional as F
 def one_object_example(rng, questions: str, copies: int = 1):
     """(scene, question text, answer, kind) about a random one-object scene drawn in `copies` cells."""
     from ospo.shapeworld import mixture, tasks
-    from ospo.shapeworld.captions import ObjectClause
-    from ospo.shapeworld.questions import Question, question_text, truth
+    from ospo.shapeworld.questions import question_text
 
-    scene = mixture.replicate(mixture.random_scene(rng, 1), copies, rng)
-    yes = bool(rng.random() < 0.5)
-    question = mixture._question(scene, None, yes, rng)
-    if questions == "shape" and question.kind == "exists":
-        obj = scene.objects[0]
-        shape = obj.shape if yes else mixture._other(rng, mixture.SHAPES, obj.shape)
-        question = Question("exists", ObjectClause(shape))
-    assert truth(question, scene) == yes
+    scene, question, yes = mixture.find_example(rng, questions, copies)
     text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
     return scene, text, "yes" if yes else "no", question.kind
 
@@ -64,7 +56,11 @@ def main():
     ap.add_argument("--eval-size", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save", default=None, help="save the trained model here (a checkpoint directory that "
+                    "`ospo shapeworld pretrain --set init_from=DIR` can continue from)")
     args = ap.parse_args()
+    if args.save and args.tokens == "words":
+        ap.error("--save needs pixel tokens (--tokens aligner|realign): a 'words' model reads the scene, not the image")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -148,6 +144,10 @@ def main():
         print(f"| {r['step']} | " + " | ".join(f"{r[k]:.3f}" for k in kinds) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    if args.save:
+        model.save_pretrained(args.save)
+        adapter.processor.save_pretrained(args.save)
+        print(f"saved to {args.save}")
 
 
 if __name__ == "__main__":

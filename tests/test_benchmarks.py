@@ -1,6 +1,7 @@
 """The profile benchmark's bookkeeping (the numbers it prints are measured, not tested)."""
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import profile as bench_profile
@@ -69,3 +70,24 @@ def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, 
         assert [r["step"] for r in rows] == [0, 1, 2] and rows[1]["copies"] == 8
         assert all(0.0 <= r["all"] <= 1.0 for r in rows)
     assert "| step | all |" in capsys.readouterr().out
+
+
+def test_vqa_probe_saves_a_checkpoint_that_loads_and_holds_the_trained_weights(monkeypatch, tmp_path):
+    import sys
+
+    from benchmarks import vqa_probe
+    from ospo.model import JanusAdapter
+    from ospo.shapeworld import checkpoint_path
+
+    out = tmp_path / "probe"
+    monkeypatch.setattr(sys, "argv", ["vqa_probe", "--freeze-aligner", "--steps", "1", "--batch", "2", "--eval-size",
+                                      "2", "--threads", str(torch.get_num_threads()), "--save", str(out)])
+    vqa_probe.main()
+    shipped, saved = (JanusAdapter.from_pretrained(str(p)).janus.state_dict() for p in (checkpoint_path(), out))
+    changed = [k for k in shipped if not torch.equal(shipped[k], saved[k])]
+    assert any(k.startswith("model.language_model.") for k in changed)
+    assert not [k for k in changed if k.startswith(("model.vision_model.", "model.aligner.", "model.vqmodel."))]
+
+    monkeypatch.setattr(sys, "argv", ["vqa_probe", "--tokens", "words", "--save", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        vqa_probe.main()

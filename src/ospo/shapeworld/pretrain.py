@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +80,10 @@ class PretrainConfig:
     vqa_curriculum_steps: int = 0  # the first N LM steps draw VQA scenes with each object in several cells
     # (mixture.replicate), from `vqa_curriculum_copies` copies down to 1 linearly; 0 = off
     vqa_curriculum_copies: int = 32
+    batch_find: int = 0  # one-object "is there a <shape> ?" rows a step (mixture.sample_find): the task the LM
+    # learns alone but not inside the mixture (benchmarks.vqa_probe), mixed in so that nothing else is forgotten
+    find_curriculum_steps: int = 0  # the first N LM steps draw find scenes with each object in several cells,
+    # from `vqa_curriculum_copies` copies down to 1 linearly; 0 = one copy throughout
 
     def __post_init__(self):
         if self.align_target not in ("cells", "words"):
@@ -473,39 +477,64 @@ def answer_loss(adapter, users: list[str], answers: list[str], images=None) -> t
     return (nll * weight).sum() / weight.sum()
 
 
+def _copies(curriculum_steps: int, copies: int, step: int) -> int:
+    if step >= curriculum_steps:
+        return 1
+    return max(1, round(copies * (1 - step / curriculum_steps)))
+
+
 def vqa_copies(cfg: PretrainConfig, step: int) -> int:
     """Copies of each object in the VQA scenes of LM step `step` (the `vqa_curriculum_steps` schedule)."""
-    if step >= cfg.vqa_curriculum_steps:
-        return 1
-    return max(1, round(cfg.vqa_curriculum_copies * (1 - step / cfg.vqa_curriculum_steps)))
+    return _copies(cfg.vqa_curriculum_steps, cfg.vqa_curriculum_copies, step)
 
 
-def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2):
-    """The mixture examples of one step, drawn from a generator seeded with (seed, stream, step)."""
+def find_copies(cfg: PretrainConfig, step: int) -> int:
+    """Copies of the object in the find scenes of LM step `step` (the `find_curriculum_steps` schedule)."""
+    return _copies(cfg.find_curriculum_steps, cfg.vqa_curriculum_copies, step)
+
+
+@dataclass(frozen=True)
+class LMBatch:
+    """The mixture examples of one LM step; `describe` and `find` are empty unless the config asks for them."""
+
+    t2i: list
+    vqa: list
+    text: list
+    uncond: np.ndarray  # (batch_t2i,) bool: rows trained as the unconditional CFG branch
+    describe: list = field(default_factory=list)
+    find: list = field(default_factory=list)
+
+
+def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2) -> LMBatch:
+    """The mixture examples of one step, drawn from a generator seeded with (seed, stream, step).
+
+    Optional streams are drawn after the others, so that turning one on leaves the others' examples unchanged."""
     from ospo.shapeworld import mixture
 
     rng = np.random.default_rng([cfg.seed, stream, step])
     t2i = mixture.sample_t2i_packed if step < cfg.t2i_packed_steps else mixture.sample_t2i
-    batch = ([t2i(rng) for _ in range(cfg.batch_t2i)],
-             [mixture.sample_vqa(rng, copies=vqa_copies(cfg, step)) for _ in range(cfg.batch_vqa)],
-             [mixture.sample_text(rng) for _ in range(cfg.batch_text)],
-             rng.random(cfg.batch_t2i) < cfg.p_uncond)
-    if not cfg.batch_describe:  # drawn after the others, so runs without it keep their batches
-        return batch
+    t2i_rows = [t2i(rng) for _ in range(cfg.batch_t2i)]
+    vqa = [mixture.sample_vqa(rng, copies=vqa_copies(cfg, step)) for _ in range(cfg.batch_vqa)]
+    text = [mixture.sample_text(rng) for _ in range(cfg.batch_text)]
+    uncond = rng.random(cfg.batch_t2i) < cfg.p_uncond
     max_objects = 1 if step < cfg.describe_curriculum_steps else mixture.MAX_RANDOM_OBJECTS
-    return batch + ([mixture.sample_describe(rng, max_objects) for _ in range(cfg.batch_describe)],)
+    describe = [mixture.sample_describe(rng, max_objects) for _ in range(cfg.batch_describe)]
+    find = [mixture.sample_find(rng, find_copies(cfg, step)) for _ in range(cfg.batch_find)]
+    return LMBatch(t2i_rows, vqa, text, uncond, describe, find)
 
 
-def lm_step_loss(adapter, batch) -> dict[str, torch.Tensor]:
-    t2i, vqa, text, uncond = batch[:4]
-    codes = torch.from_numpy(np.stack([e.codes for e in t2i]))
-    losses = {"t2i": t2i_loss(adapter, [e.prompt for e in t2i], codes, torch.from_numpy(uncond)),
-              "vqa": answer_loss(adapter, [e.question for e in vqa], [e.answer for e in vqa], [e.image for e in vqa]),
-              "text": answer_loss(adapter, [e.instruction for e in text], [e.answer for e in text])}
-    if len(batch) > 4:
-        describe = batch[4]
-        losses["describe"] = answer_loss(adapter, [e.question for e in describe], [e.answer for e in describe],
-                                         [e.image for e in describe])
+def lm_step_loss(adapter, batch: LMBatch) -> dict[str, torch.Tensor]:
+    """One loss per stream of `batch` (the optional streams only when they have rows)."""
+    codes = torch.from_numpy(np.stack([e.codes for e in batch.t2i]))
+    losses = {"t2i": t2i_loss(adapter, [e.prompt for e in batch.t2i], codes, torch.from_numpy(batch.uncond)),
+              "vqa": answer_loss(adapter, [e.question for e in batch.vqa], [e.answer for e in batch.vqa],
+                                 [e.image for e in batch.vqa]),
+              "text": answer_loss(adapter, [e.instruction for e in batch.text], [e.answer for e in batch.text])}
+    for name in ("describe", "find"):
+        rows = getattr(batch, name)
+        if rows:
+            losses[name] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
+                                       [e.image for e in rows])
     return losses
 
 
@@ -560,7 +589,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
             if evaluate is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps):
                 model.eval()
                 metrics = evaluate(adapter)
-            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "grad_norm")
+            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "find", "grad_norm")
                     if k in row}
             _log(state_dir, {"phase": "lm", "step": step + 1, "lr": row["lr"], **mean, **metrics})
             recent = []
