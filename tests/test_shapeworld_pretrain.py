@@ -164,20 +164,20 @@ def test_describe_examples_name_every_object_of_the_image_in_reading_order():
 
 
 ALIGNED = replace(SMALL, align_steps=2, freeze_vision=True, batch_describe=2, describe_curriculum_steps=2,
-                  batch_find=2, find_curriculum_steps=2)
+                  find_steps=2, find_batch=2, find_curriculum_steps=2, vqa_curriculum_copies=4)
 
 
-def test_aligner_phase_and_describe_rows_train_and_resume_exactly(tmp_path):
-    """The aligner phase and the describe and find rows are part of the resumable state; a frozen vision tower
-    stays bit-identical through the LM phase."""
+def test_aligner_and_find_phases_and_describe_rows_train_and_resume_exactly(tmp_path):
+    """The aligner and find phases and the describe rows are part of the resumable state; a frozen vision tower
+    stays bit-identical through the find and LM phases, the aligner through the find phase."""
     from safetensors.torch import load_file
 
     pretrain(tmp_path / "a", ALIGNED, spec=small_spec())
     rows = [json.loads(line) for line in (tmp_path / "a" / "pretrain_log.jsonl").read_text().splitlines()]
-    assert [r["phase"] for r in rows][:3] == ["vq", "vq", "vision"] and rows[3]["phase"] == "align"
-    assert all("describe" in r and "find" in r for r in rows if r["phase"] == "lm")
+    assert list(dict.fromkeys(r["phase"] for r in rows)) == ["vq", "vision", "align", "find", "lm"]
+    assert all("describe" in r for r in rows if r["phase"] == "lm")
 
-    for crash_phase in ("align", "lm"):
+    for crash_phase in ("align", "find", "lm"):
         def crash(phase, step, total, metrics):
             if phase == crash_phase and step == 2:
                 raise KeyboardInterrupt
@@ -190,10 +190,13 @@ def test_aligner_phase_and_describe_rows_train_and_resume_exactly(tmp_path):
         a = load_file(tmp_path / "a" / "model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), crash_phase
         assert set(info["vision"]) == {"vision_ce", "align_ce"}  # each finished phase reports its own numbers
+        assert set(info["find"]) == {"find"}
 
     pretrain(tmp_path / "before_align", replace(ALIGNED, align_steps=0, lm_steps=0), spec=small_spec())
+    pretrain(tmp_path / "before_find", replace(ALIGNED, find_steps=0, lm_steps=0), spec=small_spec())
     pretrain(tmp_path / "before_lm", replace(ALIGNED, lm_steps=0), spec=small_spec())
     before_align = load_file(tmp_path / "before_align" / "model.safetensors")
+    before_find = load_file(tmp_path / "before_find" / "model.safetensors")
     pretrain(tmp_path / "unfrozen", replace(ALIGNED, freeze_vision=False), spec=small_spec())
     before_lm = load_file(tmp_path / "before_lm" / "model.safetensors")
     unfrozen = load_file(tmp_path / "unfrozen" / "model.safetensors")
@@ -203,6 +206,9 @@ def test_aligner_phase_and_describe_rows_train_and_resume_exactly(tmp_path):
     aligner = [k for k in a if k.startswith("model.aligner.")]
     assert not any(torch.equal(before_align[k], before_lm[k]) for k in aligner)  # the align phase trains it
     assert all(torch.equal(before_align[k], before_lm[k]) for k in vision)  # ... with the vision tower frozen
+    lm = [k for k in a if k.startswith("model.language_model.")]
+    assert all(torch.equal(before_find[k], before_lm[k]) for k in aligner + vision)  # the find phase trains the
+    assert not all(torch.equal(before_find[k], before_lm[k]) for k in lm)  # language model only
 
 
 def test_describe_curriculum_uses_one_object_scenes_first():
@@ -212,7 +218,7 @@ def test_describe_curriculum_uses_one_object_scenes_first():
     assert all(len(oracle.read_scene(e.image).objects) == 1 for e in first)
     assert any(len(oracle.read_scene(e.image).objects) > 1 for e in later)
     plain, with_describe = lm_batch(SMALL, 1), lm_batch(replace(SMALL, batch_describe=2), 1)
-    assert not plain.describe and not plain.find
+    assert not plain.describe
     _assert_same_core(plain, with_describe)  # runs without describe rows keep their batches
 
 
@@ -223,16 +229,18 @@ def _assert_same_core(a, b):
     assert np.array_equal(a.uncond, b.uncond)
 
 
-def test_find_rows_ask_about_one_replicated_object_and_leave_the_other_streams_unchanged():
-    from ospo.shapeworld import oracle
+def test_find_rows_ask_about_one_replicated_object_with_exact_answers():
+    from ospo.shapeworld import mixture, oracle
     from ospo.shapeworld.pretrain import find_copies
     from ospo.shapeworld.questions import answer_question
 
-    cfg = replace(SMALL, batch_find=12, find_curriculum_steps=10, vqa_curriculum_copies=16)
-    assert [find_copies(cfg, s) for s in (0, 5, 10)] == [16, 8, 1]
-    for step, copies in ((0, 16), (10, 1)):
-        rows = lm_batch(cfg, step).find
-        assert len(rows) == 12 and {e.answer for e in rows} == {"yes", "no"}
+    cfg = replace(SMALL, find_steps=20, find_curriculum_steps=10, vqa_curriculum_copies=16)
+    assert [find_copies(cfg, s) for s in (0, 5, 10, 15)] == [16, 8, 1, 1]
+    assert find_copies(SMALL, 0) == 1  # no curriculum: one copy throughout
+    rng = np.random.default_rng(0)
+    for copies in (16, 1):
+        rows = [mixture.sample_find(rng, copies) for _ in range(12)]
+        assert {e.answer for e in rows} == {"yes", "no"}
         for e in rows:
             scene = oracle.read_scene(e.image)
             assert len(scene.objects) == copies and len({(o.shape, o.color, o.texture) for o in scene.objects}) == 1
@@ -240,8 +248,8 @@ def test_find_rows_ask_about_one_replicated_object_and_leave_the_other_streams_u
             assert answer_question(question, scene) == e.answer
             if question.startswith("is there"):  # exists questions name a shape only: "is there a circle ?"
                 assert len(question.split()) == 5, question
-    _assert_same_core(lm_batch(SMALL, 3), lm_batch(cfg, 3))
-    assert not replace(SMALL, batch_find=0).batch_find and not lm_batch(SMALL, 3).find
+    with pytest.raises(ValueError, match="questions must be one of"):
+        mixture.find_example(rng, "colours")
 
 
 def test_replicate_draws_every_object_in_several_cells_and_answers_stay_exact():

@@ -80,10 +80,13 @@ class PretrainConfig:
     vqa_curriculum_steps: int = 0  # the first N LM steps draw VQA scenes with each object in several cells
     # (mixture.replicate), from `vqa_curriculum_copies` copies down to 1 linearly; 0 = off
     vqa_curriculum_copies: int = 32
-    batch_find: int = 0  # one-object "is there a <shape> ?" rows a step (mixture.sample_find): the task the LM
-    # learns alone but not inside the mixture (benchmarks.vqa_probe), mixed in so that nothing else is forgotten
-    find_curriculum_steps: int = 0  # the first N LM steps draw find scenes with each object in several cells,
-    # from `vqa_curriculum_copies` copies down to 1 linearly; 0 = one copy throughout
+    find_steps: int = 0  # find phase between the align and LM phases: the LM alone (vision tower and aligner frozen)
+    # on one-object "is there a <shape> ?" questions (mixture.sample_find), which it learns alone and not inside
+    # the mixture (benchmarks.vqa_probe); the mixture then keeps it. It costs the LM its text tasks for a while
+    # (the mixture restores them). 0 = skip
+    find_batch: int = 24
+    find_curriculum_steps: int = 0  # the first N find steps draw the object in several cells, from
+    # `vqa_curriculum_copies` copies down to 1 linearly; 0 = one copy throughout
 
     def __post_init__(self):
         if self.align_target not in ("cells", "words"):
@@ -489,7 +492,7 @@ def vqa_copies(cfg: PretrainConfig, step: int) -> int:
 
 
 def find_copies(cfg: PretrainConfig, step: int) -> int:
-    """Copies of the object in the find scenes of LM step `step` (the `find_curriculum_steps` schedule)."""
+    """Copies of the object in the scenes of find step `step` (the `find_curriculum_steps` schedule)."""
     return _copies(cfg.find_curriculum_steps, cfg.vqa_curriculum_copies, step)
 
 
@@ -502,7 +505,6 @@ class LMBatch:
     text: list
     uncond: np.ndarray  # (batch_t2i,) bool: rows trained as the unconditional CFG branch
     describe: list = field(default_factory=list)
-    find: list = field(default_factory=list)
 
 
 def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2) -> LMBatch:
@@ -519,22 +521,20 @@ def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2) -> LMBatch:
     uncond = rng.random(cfg.batch_t2i) < cfg.p_uncond
     max_objects = 1 if step < cfg.describe_curriculum_steps else mixture.MAX_RANDOM_OBJECTS
     describe = [mixture.sample_describe(rng, max_objects) for _ in range(cfg.batch_describe)]
-    find = [mixture.sample_find(rng, find_copies(cfg, step)) for _ in range(cfg.batch_find)]
-    return LMBatch(t2i_rows, vqa, text, uncond, describe, find)
+    return LMBatch(t2i_rows, vqa, text, uncond, describe)
 
 
 def lm_step_loss(adapter, batch: LMBatch) -> dict[str, torch.Tensor]:
-    """One loss per stream of `batch` (the optional streams only when they have rows)."""
+    """One loss per stream of `batch` (describe only when it has rows)."""
     codes = torch.from_numpy(np.stack([e.codes for e in batch.t2i]))
     losses = {"t2i": t2i_loss(adapter, [e.prompt for e in batch.t2i], codes, torch.from_numpy(batch.uncond)),
               "vqa": answer_loss(adapter, [e.question for e in batch.vqa], [e.answer for e in batch.vqa],
                                  [e.image for e in batch.vqa]),
               "text": answer_loss(adapter, [e.instruction for e in batch.text], [e.answer for e in batch.text])}
-    for name in ("describe", "find"):
-        rows = getattr(batch, name)
-        if rows:
-            losses[name] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
-                                       [e.image for e in rows])
+    if batch.describe:
+        rows = batch.describe
+        losses["describe"] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
+                                         [e.image for e in rows])
     return losses
 
 
@@ -548,6 +548,45 @@ def lm_parameters(model, freeze_vision: bool = False, freeze_aligner: bool = Fal
         if p.requires_grad:
             params.append(p)
     return params
+
+
+def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
+    """The find phase (`cfg.find_steps`): the LM alone on `mixture.sample_find` rows, constant lr, its own
+    optimizer; checkpointed every `checkpoint_every` steps and resumed exactly."""
+    from ospo.shapeworld import mixture
+
+    if not cfg.find_steps:
+        return {}
+    model = adapter.janus
+    params = lm_parameters(model, freeze_vision=True, freeze_aligner=True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    start = _load_state(state_dir, "find", model, opt)
+    if start >= cfg.find_steps:
+        return _logged_metrics(state_dir, "find")
+    _truncate_log(state_dir, "find", start)
+    model.train()
+    model.model.vqmodel.eval()
+    model.model.vision_model.eval()
+    recent: list[float] = []
+    for step in range(start, cfg.find_steps):
+        rng = np.random.default_rng([cfg.seed, 5, step])
+        rows = [mixture.sample_find(rng, find_copies(cfg, step)) for _ in range(cfg.find_batch)]
+        with _autocast(cfg):
+            loss = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows], [e.image for e in rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        recent.append(loss.item())
+        if progress:
+            progress(step + 1, cfg.find_steps, {"find": loss.item(), "copies": find_copies(cfg, step)})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.find_steps:
+            metrics = {"find": float(np.mean(recent))}
+            _log(state_dir, {"phase": "find", "step": step + 1, **metrics})
+            recent = []
+            _save_state(state_dir, "find", step + 1, model, opt, metrics)
+    model.eval()
+    return _logged_metrics(state_dir, "find")
 
 
 def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
@@ -589,7 +628,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
             if evaluate is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps):
                 model.eval()
                 metrics = evaluate(adapter)
-            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "find", "grad_norm")
+            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "grad_norm")
                     if k in row}
             _log(state_dir, {"phase": "lm", "step": step + 1, "lr": row["lr"], **mean, **metrics})
             recent = []
@@ -622,7 +661,7 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
     if not pos_file.exists():
         return 0
     pos = json.loads(pos_file.read_text())
-    order = ["vq", "vision", "align", "lm"]
+    order = ["vq", "vision", "align", "find", "lm"]
     if order.index(pos["phase"]) < order.index(phase):
         model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
         return 0
@@ -720,12 +759,14 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     vision_metrics.update(train_aligner(model, processor, cfg, state_dir,
                                         progress and (lambda s, n, m: progress("align", s, n, m))))
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
+    find_metrics = train_find(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("find", s, n, m)))
     metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
                        evaluate=lambda a: dev_evaluate(a, cfg))
     fold_factor_head(model)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    info = {"pretrain_config": asdict(cfg), "data_version": DATA_VERSION, "vq": vq_metrics, "vision": vision_metrics, "final": metrics}
+    info = {"pretrain_config": asdict(cfg), "data_version": DATA_VERSION, "vq": vq_metrics, "vision": vision_metrics,
+            "find": find_metrics, "final": metrics}
     atomic_write_text(out / "pretrain.json", json.dumps(info, indent=1))
     if (state_dir / "log.jsonl").exists():
         atomic_write_text(out / "pretrain_log.jsonl", (state_dir / "log.jsonl").read_text())
