@@ -50,7 +50,8 @@ def oracle_accuracy(model, num_scenes: int) -> tuple[float, float]:
 
 
 def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
-    """Self-VQA accuracy on held-out renders of the mixture's VQA sampler, overall and by question kind."""
+    """Self-VQA accuracy on held-out renders of the mixture's VQA sampler, overall, by question kind and by
+    true answer, and the ranking AUC."""
     from PIL import Image
 
     from ospo.shapeworld.questions import parse_question
@@ -58,10 +59,18 @@ def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
     rng = np.random.default_rng([HELD_OUT, 2])
     examples = [mixture.sample_vqa(rng) for _ in range(num)]
     kinds = [parse_question(e.question.split("?")[0] + "?").kind for e in examples]
-    hits = sw_eval.vqa_hits(model, [Image.fromarray(e.image) for e in examples], [[e.question] for e in examples],
-                            [[e.answer] for e in examples])
-    by_kind = {k: float(np.mean([h for h, kk in zip(hits, kinds) if kk == k])) for k in sorted(set(kinds))}
-    return float(np.mean(hits)), by_kind
+    margins, truth = sw_eval.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
+                                         [[e.question] for e in examples], [[e.answer] for e in examples])
+    hits = (margins > 0) == truth
+    by_kind = {f"{k} questions": float(np.mean(hits[np.asarray(kinds) == k])) for k in sorted(set(kinds))}
+    return float(np.mean(hits)), {**by_kind, **judge_rows(margins, truth)}
+
+
+def judge_rows(margins: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Accuracy on true-yes and true-no pairs, and the ranking AUC (blind to a yes/no bias)."""
+    hits = (margins > 0) == truth
+    return {"true yes": float(np.mean(hits[truth])), "true no": float(np.mean(hits[~truth])),
+            "AUC (ranking)": sw_eval.roc_auc(margins, truth)}
 
 
 def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
@@ -117,7 +126,9 @@ def main():
     records = list(evalsets.load_eval_set("geneval"))
     scored, images = sw_eval.generate_and_score(model, records, args.images_per_prompt, sampling)
     summary = evalsets.summarize([evalsets.ImageResult(s.prompt_id, s.task, s.score) for s in scored])
-    own = sw_eval.self_vqa_on_generated(model, records, scored, images, templates.vqa)
+    own_margins, own_truth = sw_eval.vqa_margins(model, images, *sw_eval.own_image_questions(
+        records, scored, images, templates.vqa))
+    own = float(np.mean((own_margins > 0) == own_truth))
     renders, renders_by_kind = vqa_held_out(model, args.vqa)
     perturb_ok, decompose_ok, reasons = text_tasks(model, templates, args.text)
 
@@ -125,8 +136,9 @@ def main():
             ("oracle, render -> codes -> decoded", decoded, ">= 0.99"),
             (f"T2I ShapeWorld-GenEval overall (cfg {cfg_scale})", summary.overall.mean, "0.30 - 0.75"),
             ("self-VQA, held-out renders", renders, ">= 0.85"),
-            *((f"  - {kind} questions", acc, "") for kind, acc in renders_by_kind.items()),
+            *((f"  - {name}", value, "") for name, value in renders_by_kind.items()),
             ("self-VQA, own generated images", own, ">= 0.80"),
+            *((f"  - {name}", value, "") for name, value in judge_rows(own_margins, own_truth).items()),
             ("valid perturbations", perturb_ok, ">= 0.80"),
             ("complete decompositions", decompose_ok, ">= 0.80")]
     print(f"\n## ShapeWorld model: {args.model}\n\n| measure | value | target |\n|---|---|---|")

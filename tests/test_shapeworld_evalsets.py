@@ -106,3 +106,25 @@ def test_bootstrap_interval_narrows_with_more_prompts_and_is_seeded():
     assert summarize(results, seed=3) == summarize(results, seed=3)
     with pytest.raises(ValueError, match="no results"):
         summarize([])
+
+
+def test_vqa_margins_keep_pair_order_and_auc_ranks_regardless_of_bias():
+    import torch
+
+    from ospo.evaluate.shapeworld import roc_auc, vqa_accuracy, vqa_hits, vqa_margins
+    from ospo.model import YesNo
+
+    class Judge:  # says "yes" to everything, more strongly for the questions that are true
+        def yes_no_scores(self, images, questions):
+            return [YesNo(torch.tensor([0.9 if q.endswith("!") else 0.6 for q in qs]),
+                          torch.tensor([0.1 if q.endswith("!") else 0.4 for q in qs])) for qs in questions]
+
+    questions, answers = [["a!", "b"], ["c"]], [["yes", "no"], ["no"]]
+    margins, truth = vqa_margins(Judge(), [None, None], questions, answers)
+    assert np.allclose(margins, [0.8, 0.2, 0.2]) and truth.tolist() == [True, False, False]
+    assert vqa_hits(Judge(), [None, None], questions, answers) == [True, False, False]
+    assert vqa_accuracy(Judge(), [None, None], questions, answers) == pytest.approx(1 / 3)
+    assert roc_auc(margins, truth) == 1.0  # a biased judge can still rank perfectly
+    assert roc_auc(-margins, truth) == 0.0
+    assert roc_auc(np.zeros(4), np.array([True, False, True, False])) == 0.5  # ties count half
+    assert math.isnan(roc_auc(margins, np.ones(3, dtype=bool)))

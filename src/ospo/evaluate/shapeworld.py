@@ -114,11 +114,19 @@ def summary_dict(summary: evalsets.Summary) -> dict:
     return {"tasks": {t: asdict(e) for t, e in summary.tasks.items()}, "overall": asdict(summary.overall)}
 
 
+def vqa_margins(model, images: list, questions: list[list[str]], answers: list[list[str]]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per (image, question) pair, in order: the model's p(yes) - p(no), and whether the true answer is yes."""
+    scores = model.yes_no_scores(images, questions)
+    margins = [float(y) - float(n) for s in scores for y, n in zip(s.p_yes, s.p_no)]
+    truth = [a == "yes" for ans in answers for a in ans]
+    return np.asarray(margins, dtype=np.float64), np.asarray(truth, dtype=bool)
+
+
 def vqa_hits(model, images: list, questions: list[list[str]], answers: list[list[str]]) -> list[bool]:
     """Per (image, question) pair, in order: does the model's p(yes) > p(no) agree with the true answer?"""
-    scores = model.yes_no_scores(images, questions)
-    return [(float(y) > float(n)) == (a == "yes") for s, ans in zip(scores, answers)
-            for y, n, a in zip(s.p_yes, s.p_no, ans)]
+    margins, truth = vqa_margins(model, images, questions, answers)
+    return [bool(h) for h in (margins > 0) == truth]
 
 
 def vqa_accuracy(model, images: list, questions: list[list[str]], answers: list[list[str]]) -> float:
@@ -127,9 +135,20 @@ def vqa_accuracy(model, images: list, questions: list[list[str]], answers: list[
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def self_vqa_on_generated(model, records, scored: list[ScoredImage], images: list, vqa_format) -> float:
-    """Self-VQA accuracy on the model's own generated images: the prompt's atomic questions, truth from the
-    oracle's reading of each image."""
+def roc_auc(margins: np.ndarray, truth: np.ndarray) -> float:
+    """Probability that a true-yes pair gets a larger margin than a true-no pair (ties count half): how well the
+    judge ranks, whatever its yes/no bias. NaN when either class is absent."""
+    margins, truth = np.asarray(margins, dtype=np.float64), np.asarray(truth, dtype=bool)
+    pos, neg = margins[truth], margins[~truth]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater, ties = pos[:, None] > neg[None, :], pos[:, None] == neg[None, :]
+    return float(greater.mean() + 0.5 * ties.mean())
+
+
+def own_image_questions(records, scored: list[ScoredImage], images: list, vqa_format
+                        ) -> tuple[list[list[str]], list[list[str]]]:
+    """The prompt's atomic questions about each generated image, and their true answers from the oracle."""
     from ospo.shapeworld import questions as world_questions
 
     by_id = {r.id: r for r in records}
@@ -139,4 +158,11 @@ def self_vqa_on_generated(model, records, scored: list[ScoredImage], images: lis
         atoms = world_questions.decompose(by_id[item.prompt_id].spec)
         qs.append([vqa_format(world_questions.question_text(q)) for q in atoms])
         ans.append([world_questions.answer_question(q, scene) for q in atoms])
+    return qs, ans
+
+
+def self_vqa_on_generated(model, records, scored: list[ScoredImage], images: list, vqa_format) -> float:
+    """Self-VQA accuracy on the model's own generated images: the prompt's atomic questions, truth from the
+    oracle's reading of each image."""
+    qs, ans = own_image_questions(records, scored, images, vqa_format)
     return vqa_accuracy(model, images, qs, ans)

@@ -124,8 +124,9 @@ def replicate(scene: Scene, copies: int, rng: np.random.Generator) -> Scene:
     """`scene` with every object drawn in `copies` cells (fewer when the board runs out: at most 64 objects).
 
     A curriculum for finding an object: a tiny LM learns to compare a question with what fills many cells long
-    before it learns to find the one cell of 64 that holds it (`python -m benchmarks.vqa_probe`, table in the
-    README). Answers stay exact: `sample_vqa` draws and checks its question on the replicated scene."""
+    before it learns to find the one cell of 64 that holds it (`python -m benchmarks.vqa_probe`, table in
+    docs/shapeworld-model.md). Answers stay exact: `sample_vqa` draws and checks its question on the replicated
+    scene."""
     if copies <= 1 or not scene.objects:
         return scene
     copies = min(copies, (GRID * GRID) // len(scene.objects))
@@ -242,7 +243,7 @@ def find_example(rng: np.random.Generator, questions: str = "shape", copies: int
     question. With `questions="shape"` every "exists" question names a shape only ("is there a circle ?"); with
     "all" the questions are `sample_vqa`'s (colours, textures, regions, background). A tiny LM learns this task
     alone in a few hundred steps with the replication curriculum and not inside the full mixture
-    (`python -m benchmarks.vqa_probe`, table in the README); `pretrain` can mix it in (`batch_find`).
+    (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain` trains on it first (`find_steps`).
     """
     if questions not in FIND_QUESTIONS:
         raise ValueError(f"questions must be one of {FIND_QUESTIONS}, got {questions!r}")

@@ -74,7 +74,7 @@ class PretrainConfig:
     # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets
     freeze_vision: bool = False  # keep the vision tower of the vision phase fixed during the LM mixture
     freeze_aligner: bool = False  # keep the aligner of the align phase fixed during the LM mixture (the mixture
-    # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, README)
+    # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, docs/shapeworld-model.md)
     batch_describe: int = 0  # image -> full description of every object (mixture.sample_describe) rows a step
     describe_curriculum_steps: int = 0  # the first N LM steps describe one-object scenes only
     vqa_curriculum_steps: int = 0  # the first N LM steps draw VQA scenes with each object in several cells
@@ -325,7 +325,7 @@ def word_targets(model, tokenizer) -> torch.Tensor:
     Why: a question's words and the image tokens of the cell they describe then start out close in the LM's own
     input space. With exact tokens of this kind the LM still needed the replication curriculum to answer
     "is there a <shape> ?" about one object; an aligner trained towards them did not get there in 400 steps
-    (`python -m benchmarks.vqa_probe`, table in the README)."""
+    (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md)."""
     from ospo.shapeworld.world import BACKGROUNDS, COLORS, SHAPES, TEXTURES
 
     emb = model.get_input_embeddings().weight.detach().float().clone()
@@ -348,8 +348,9 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
     tokens that separate cell contents linearly *after the LM's RMS normalisation*; "words", image tokens close to
     `word_targets`. Trained through the LM mixture alone, the aligner of the first shipped models collapsed:
     image tokens ~200x the norm of text embeddings and dominated by one shared direction, a linear probe reading
-    shape from them at 0.28 (chance 0.2), and the LM never learned to read an image (a one-object description stayed at chance for 150 steps; after this phase it
-    starts to fall within 100). Throw-away probes, numbers in the README. Deterministic, redone on resume."""
+    shape from them at 0.28 (chance 0.2), and the LM never learned to read an image (a one-object description
+    stayed at chance for 150 steps; after this phase it starts to fall within 100). Throw-away probes, numbers in
+    docs/shapeworld-model.md. Deterministic, redone on resume."""
     if not cfg.align_steps:
         return {}
     if _load_state(state_dir, "align", model, None) >= cfg.align_steps:
