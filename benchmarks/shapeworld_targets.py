@@ -80,7 +80,8 @@ def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
     turn), i.e. what the negative stage asks: never a swap of a one-clause prompt, which no answer satisfies.
     """
     records = [r for r in evalsets.dev_split(20)][:num]
-    edits = [tasks.perturbation_slots(r.spec)[i % 3] for i, r in enumerate(records)]
+    slots = [tasks.perturbation_slots(r.spec) for r in records]
+    edits = [s[i % len(s)] for i, s in enumerate(slots)]
     sampling = TextSampling(max_new_tokens=64)
     outputs = model.generate_text([templates.perturb(r.prompt, e) for r, e in zip(records, edits)],
                                   [item_seed(0, r.id, 0) for r in records], sampling)
@@ -126,17 +127,17 @@ def main():
     records = list(evalsets.load_eval_set("geneval"))
     scored, images = sw_eval.generate_and_score(model, records, args.images_per_prompt, sampling)
     summary = evalsets.summarize([evalsets.ImageResult(s.prompt_id, s.task, s.score) for s in scored])
-    own_margins, own_truth = sw_eval.vqa_margins(model, images, *sw_eval.own_image_questions(
-        records, scored, images, templates.vqa))
+    own_questions, own_answers = sw_eval.own_image_questions(records, scored, images, templates.vqa)
+    own_margins, own_truth = sw_eval.vqa_margins(model, images, own_questions, own_answers)
     own = float(np.mean((own_margins > 0) == own_truth))
-    renders, renders_by_kind = vqa_held_out(model, args.vqa)
+    renders, render_rows = vqa_held_out(model, args.vqa)
     perturb_ok, decompose_ok, reasons = text_tasks(model, templates, args.text)
 
     rows = [("oracle, clean renders (object acc.)", clean, ">= 0.995"),
             ("oracle, render -> codes -> decoded", decoded, ">= 0.99"),
             (f"T2I ShapeWorld-GenEval overall (cfg {cfg_scale})", summary.overall.mean, "0.30 - 0.75"),
             ("self-VQA, held-out renders", renders, ">= 0.85"),
-            *((f"  - {name}", value, "") for name, value in renders_by_kind.items()),
+            *((f"  - {name}", value, "") for name, value in render_rows.items()),
             ("self-VQA, own generated images", own, ">= 0.80"),
             *((f"  - {name}", value, "") for name, value in judge_rows(own_margins, own_truth).items()),
             ("valid perturbations", perturb_ok, ">= 0.80"),

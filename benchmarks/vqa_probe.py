@@ -1,7 +1,8 @@
 """Can the language model learn to answer yes/no about a one-object scene, and what does it need?
 
     python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|realign] [--copies 32]
-                                   [--questions shape|all] [--steps 500] [--json out.json]
+                                   [--questions shape|all] [--freeze-aligner] [--steps 500]
+                                   [--json out.json] [--save DIR]
 
 Trains the language model of a ShapeWorld Janus (vision tower and VQ frozen) on yes/no questions about
 one-object scenes only, and prints held-out accuracy by question kind every `--eval-every` steps. It isolates
@@ -30,13 +31,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ospo.shapeworld.mixture import FIND_QUESTIONS
+
 
 def one_object_example(rng, questions: str, copies: int = 1):
     """(scene, question text, answer, kind) about a random one-object scene drawn in `copies` cells."""
     from ospo.shapeworld import mixture, tasks
     from ospo.shapeworld.questions import question_text
 
-    scene, question, yes = mixture.find_example(rng, questions, copies)
+    scene, question, yes = mixture.find_example(rng, copies, questions)
     text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
     return scene, text, "yes" if yes else "no", question.kind
 
@@ -46,7 +49,7 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--tokens", choices=("aligner", "words", "realign"), default="aligner")
     ap.add_argument("--copies", type=int, default=1)
-    ap.add_argument("--questions", choices=("shape", "all"), default="shape")
+    ap.add_argument("--questions", choices=FIND_QUESTIONS, default="shape")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -121,7 +124,7 @@ def main():
     curriculum = max(1, int(0.7 * args.steps))
     for step in range(args.steps):
         model.train()
-        copies = max(1, round(args.copies * (1 - step / curriculum))) if args.copies > 1 else 1
+        copies = pretrain.curriculum_copies(curriculum, args.copies, step)
         rng = np.random.default_rng([1, 77, step])
         batch = [one_object_example(rng, args.questions, copies) for _ in range(args.batch)]
         enc = encode(batch, True)

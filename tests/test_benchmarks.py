@@ -72,7 +72,7 @@ def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, 
     assert "| step | all |" in capsys.readouterr().out
 
 
-def test_vqa_probe_saves_a_checkpoint_that_loads_and_holds_the_trained_weights(monkeypatch, tmp_path):
+def test_vqa_probe_saves_a_checkpoint_that_loads_and_holds_the_trained_weights(monkeypatch, capsys, tmp_path):
     import sys
 
     from benchmarks import vqa_probe
@@ -89,5 +89,13 @@ def test_vqa_probe_saves_a_checkpoint_that_loads_and_holds_the_trained_weights(m
     assert not [k for k in changed if k.startswith(("model.vision_model.", "model.aligner.", "model.vqmodel."))]
 
     monkeypatch.setattr(sys, "argv", ["vqa_probe", "--tokens", "words", "--save", str(tmp_path / "x")])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         vqa_probe.main()
+    assert exit_info.value.code == 2 and "--save needs pixel tokens" in capsys.readouterr().err
+
+
+def test_judge_rows_split_accuracy_by_true_answer_and_rank_regardless_of_bias():
+    from benchmarks.shapeworld_targets import judge_rows
+
+    rows = judge_rows(np.array([0.9, 0.5, 0.2, -0.1]), np.array([True, True, False, False]))
+    assert rows == {"true yes": 1.0, "true no": 0.5, "AUC (ranking)": 1.0}

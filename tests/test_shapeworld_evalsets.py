@@ -116,12 +116,12 @@ def test_vqa_margins_keep_pair_order_and_auc_ranks_regardless_of_bias():
 
     class Judge:  # says "yes" to everything, more strongly for the questions that are true
         def yes_no_scores(self, images, questions):
-            return [YesNo(torch.tensor([0.9 if q.endswith("!") else 0.6 for q in qs]),
-                          torch.tensor([0.1 if q.endswith("!") else 0.4 for q in qs])) for qs in questions]
+            return [YesNo(torch.tensor([int(q[0]) / 10 for q in qs]), torch.tensor([int(q[1]) / 10 for q in qs]))
+                    for qs in questions]
 
-    questions, answers = [["a!", "b"], ["c"]], [["yes", "no"], ["no"]]
+    questions, answers = [["91", "64"], ["73"]], [["yes", "no"], ["no"]]  # p(yes), p(no) in tenths
     margins, truth = vqa_margins(Judge(), [None, None], questions, answers)
-    assert np.allclose(margins, [0.8, 0.2, 0.2]) and truth.tolist() == [True, False, False]
+    assert np.allclose(margins, [0.8, 0.2, 0.4]) and truth.tolist() == [True, False, False]
     assert vqa_hits(Judge(), [None, None], questions, answers) == [True, False, False]
     assert vqa_accuracy(Judge(), [None, None], questions, answers) == pytest.approx(1 / 3)
     assert roc_auc(margins, truth) == 1.0  # a biased judge can still rank perfectly

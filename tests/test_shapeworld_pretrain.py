@@ -185,12 +185,18 @@ def test_aligner_and_find_phases_and_describe_rows_train_and_resume_exactly(tmp_
         out = tmp_path / f"crash-{crash_phase}"
         with pytest.raises(KeyboardInterrupt):
             pretrain(out, ALIGNED, progress=crash, spec=small_spec())
-        info = pretrain(out, ALIGNED, spec=small_spec())
+        seen = []
+        info = pretrain(out, ALIGNED, progress=lambda phase, *_: seen.append(phase), spec=small_spec())
+        later = ("align", "find", "lm")[("align", "find", "lm").index(crash_phase):]
+        assert set(seen) <= set(later) and crash_phase in seen  # finished phases are not redone
         b = load_file(out / "model.safetensors")
         a = load_file(tmp_path / "a" / "model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), crash_phase
         assert set(info["vision"]) == {"vision_ce", "align_ce"}  # each finished phase reports its own numbers
         assert set(info["find"]) == {"find"}
+        assert (out / "pretrain_log.jsonl").read_text() == (tmp_path / "a" / "pretrain_log.jsonl").read_text()
+    again = pretrain(tmp_path / "a", ALIGNED, spec=small_spec())  # a finished run (optimizer states removed)
+    assert again["final"] == json.loads((tmp_path / "a" / "pretrain.json").read_text())["final"]
 
     pretrain(tmp_path / "before_align", replace(ALIGNED, align_steps=0, lm_steps=0), spec=small_spec())
     pretrain(tmp_path / "before_find", replace(ALIGNED, find_steps=0, lm_steps=0), spec=small_spec())
@@ -209,6 +215,7 @@ def test_aligner_and_find_phases_and_describe_rows_train_and_resume_exactly(tmp_
     lm = [k for k in a if k.startswith("model.language_model.")]
     assert all(torch.equal(before_find[k], before_lm[k]) for k in aligner + vision)  # the find phase trains the
     assert not all(torch.equal(before_find[k], before_lm[k]) for k in lm)  # language model only
+    assert not all(torch.equal(before_lm[k], a[k]) for k in aligner)  # ... and the LM phase trains the aligner again
 
 
 def test_describe_curriculum_uses_one_object_scenes_first():
@@ -238,18 +245,21 @@ def test_find_rows_ask_about_one_replicated_object_with_exact_answers():
     assert [find_copies(cfg, s) for s in (0, 5, 10, 15)] == [16, 8, 1, 1]
     assert find_copies(SMALL, 0) == 1  # no curriculum: one copy throughout
     rng = np.random.default_rng(0)
-    for copies in (16, 1):
-        rows = [mixture.sample_find(rng, copies) for _ in range(12)]
+    exists = 0
+    for copies, questions in ((16, "shape"), (1, "shape"), (1, "all")):
+        rows = [mixture.sample_find(rng, copies, questions) for _ in range(16)]
         assert {e.answer for e in rows} == {"yes", "no"}
         for e in rows:
             scene = oracle.read_scene(e.image)
             assert len(scene.objects) == copies and len({(o.shape, o.color, o.texture) for o in scene.objects}) == 1
             question = e.question.replace(" please answer yes or no .", "")
             assert answer_question(question, scene) == e.answer
-            if question.startswith("is there"):  # exists questions name a shape only: "is there a circle ?"
+            if questions == "shape" and question.startswith("is there"):  # names a shape only: "is there a circle ?"
                 assert len(question.split()) == 5, question
+                exists += 1
+    assert exists >= 8
     with pytest.raises(ValueError, match="questions must be one of"):
-        mixture.find_example(rng, "colours")
+        mixture.find_example(rng, questions="colours")
 
 
 def test_replicate_draws_every_object_in_several_cells_and_answers_stay_exact():

@@ -236,14 +236,15 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, c
 FIND_QUESTIONS = ("shape", "all")
 
 
-def find_example(rng: np.random.Generator, questions: str = "shape", copies: int = 1) -> tuple[Scene, Question, bool]:
+def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "shape") -> tuple[Scene, Question, bool]:
     """(scene, question, answer) about a random one-object scene drawn in `copies` cells (`replicate`).
 
     The narrowest form of the self-judge's job: find the cell that holds a thing and compare it with the
     question. With `questions="shape"` every "exists" question names a shape only ("is there a circle ?"); with
     "all" the questions are `sample_vqa`'s (colours, textures, regions, background). A tiny LM learns this task
     alone in a few hundred steps with the replication curriculum and not inside the full mixture
-    (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain` trains on it first (`find_steps`).
+    (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain`'s find phase (`find_steps`) trains on
+    it, not yet with the probe's result.
     """
     if questions not in FIND_QUESTIONS:
         raise ValueError(f"questions must be one of {FIND_QUESTIONS}, got {questions!r}")
@@ -260,7 +261,7 @@ def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "sha
                 templates: TemplateSet | None = None) -> VQAExample:
     """`find_example` rendered and formatted like `sample_vqa`."""
     templates = templates or tasks.shapeworld_templates()
-    scene, question, yes = find_example(rng, questions, copies)
+    scene, question, yes = find_example(rng, copies, questions)
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
 
 

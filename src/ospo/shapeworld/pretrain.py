@@ -41,6 +41,11 @@ def shapeworld_spec(vocab_words=()) -> TinyJanusSpec:
                          vq_num_res_blocks=0, max_position_embeddings=256, extra_words=tuple(vocab_words))
 
 
+# Every random draw of pretraining comes from np.random.default_rng([seed, stream, step]); streams: 1 VQ batches,
+# 2 LM mixture, 3 vision phase, 4 align phase, 5 find phase, 7 VQ read-back, 9 dev evaluation.
+FIND_STREAM = 5
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     seed: int = 0
@@ -81,12 +86,13 @@ class PretrainConfig:
     # (mixture.replicate), from `vqa_curriculum_copies` copies down to 1 linearly; 0 = off
     vqa_curriculum_copies: int = 32
     find_steps: int = 0  # find phase between the align and LM phases: the LM alone (vision tower and aligner frozen)
-    # on one-object "is there a <shape> ?" questions (mixture.sample_find), which it learns alone and not inside
-    # the mixture (benchmarks.vqa_probe); the mixture then keeps it. It costs the LM its text tasks for a while
-    # (the mixture restores them). 0 = skip
+    # on yes/no questions about one-object scenes (mixture.sample_find: shape-only "is there a <shape> ?" and
+    # background; relation and count questions too while the object is replicated). The probe's version of this
+    # task, followed by the mixture, taught the model to find a glyph; this phase, run after the align phase from
+    # the shipped LM, has not yet (docs/shapeworld-model.md, runs B and C). 0 = skip
     find_batch: int = 24
     find_curriculum_steps: int = 0  # the first N find steps draw the object in several cells, from
-    # `vqa_curriculum_copies` copies down to 1 linearly; 0 = one copy throughout
+    # `vqa_curriculum_copies` copies (shared with the VQA curriculum) down to 1 linearly; 0 = one copy throughout
 
     def __post_init__(self):
         if self.align_target not in ("cells", "words"):
@@ -481,7 +487,9 @@ def answer_loss(adapter, users: list[str], answers: list[str], images=None) -> t
     return (nll * weight).sum() / weight.sum()
 
 
-def _copies(curriculum_steps: int, copies: int, step: int) -> int:
+def curriculum_copies(curriculum_steps: int, copies: int, step: int) -> int:
+    """Copies of each object at `step` of a replication curriculum: `copies` at step 0, down to 1 linearly by
+    `curriculum_steps` (at least 1 throughout; 1 when `curriculum_steps` is 0)."""
     if step >= curriculum_steps:
         return 1
     return max(1, round(copies * (1 - step / curriculum_steps)))
@@ -489,17 +497,18 @@ def _copies(curriculum_steps: int, copies: int, step: int) -> int:
 
 def vqa_copies(cfg: PretrainConfig, step: int) -> int:
     """Copies of each object in the VQA scenes of LM step `step` (the `vqa_curriculum_steps` schedule)."""
-    return _copies(cfg.vqa_curriculum_steps, cfg.vqa_curriculum_copies, step)
+    return curriculum_copies(cfg.vqa_curriculum_steps, cfg.vqa_curriculum_copies, step)
 
 
 def find_copies(cfg: PretrainConfig, step: int) -> int:
-    """Copies of the object in the scenes of find step `step` (the `find_curriculum_steps` schedule)."""
-    return _copies(cfg.find_curriculum_steps, cfg.vqa_curriculum_copies, step)
+    """Copies of the object in the scenes of find step `step` (the `find_curriculum_steps` schedule, starting from
+    the VQA curriculum's `vqa_curriculum_copies`)."""
+    return curriculum_copies(cfg.find_curriculum_steps, cfg.vqa_curriculum_copies, step)
 
 
 @dataclass(frozen=True)
 class LMBatch:
-    """The mixture examples of one LM step; `describe` and `find` are empty unless the config asks for them."""
+    """The mixture examples of one LM step; `describe` is empty unless `batch_describe` > 0."""
 
     t2i: list
     vqa: list
@@ -552,8 +561,13 @@ def lm_parameters(model, freeze_vision: bool = False, freeze_aligner: bool = Fal
 
 
 def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
-    """The find phase (`cfg.find_steps`): the LM alone on `mixture.sample_find` rows, constant lr, its own
-    optimizer; checkpointed every `checkpoint_every` steps and resumed exactly."""
+    """The find phase (`cfg.find_steps`): the LM alone on `mixture.sample_find` rows; checkpointed every
+    `checkpoint_every` steps and resumed exactly.
+
+    It copies `benchmarks.vqa_probe`'s training, the one setting where the LM learned to find a glyph: the vision
+    tower and the aligner frozen whatever `cfg.freeze_*` says (trained with the LM, the aligner drifts off the
+    tokens it was aligned to and nothing is learned), a constant lr and an optimizer of its own (the LM phase's
+    warm-up and decay belong to the mixture)."""
     from ospo.shapeworld import mixture
 
     if not cfg.find_steps:
@@ -570,7 +584,7 @@ def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> 
     model.model.vision_model.eval()
     recent: list[float] = []
     for step in range(start, cfg.find_steps):
-        rng = np.random.default_rng([cfg.seed, 5, step])
+        rng = np.random.default_rng([cfg.seed, FIND_STREAM, step])
         rows = [mixture.sample_find(rng, find_copies(cfg, step)) for _ in range(cfg.find_batch)]
         with _autocast(cfg):
             loss = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows], [e.image for e in rows])
@@ -668,8 +682,10 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
         return 0
     model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
     if pos["phase"] == phase and opt is not None:
-        opt.load_state_dict(torch.load(state_dir / f"optimizer-{phase}.pt", weights_only=True))
-        log.info("resuming %s at step %d", phase, pos["step"])
+        opt_file = state_dir / f"optimizer-{phase}.pt"
+        if opt_file.exists():  # absent after a finished run removed it: nothing is left to train
+            opt.load_state_dict(torch.load(opt_file, weights_only=True))
+            log.info("resuming %s at step %d", phase, pos["step"])
         return pos["step"]
     return 10**9  # this phase finished earlier
 
