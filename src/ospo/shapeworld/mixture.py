@@ -244,7 +244,7 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
     "all" the questions are `sample_vqa`'s (colours, textures, regions, background). A tiny LM learns this task
     alone in a few hundred steps with the replication curriculum and not inside the full mixture
     (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain`'s find phase (`find_steps`) trains on
-    it, not yet with the probe's result.
+    it (after a mixture stage it matches the probe: run D there).
     """
     if questions not in FIND_QUESTIONS:
         raise ValueError(f"questions must be one of {FIND_QUESTIONS}, got {questions!r}")

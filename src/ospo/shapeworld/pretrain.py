@@ -88,8 +88,9 @@ class PretrainConfig:
     find_steps: int = 0  # find phase between the align and LM phases: the LM alone (vision tower and aligner frozen)
     # on yes/no questions about one-object scenes (mixture.sample_find: shape-only "is there a <shape> ?" and
     # background; relation and count questions too while the object is replicated). The probe's version of this
-    # task, followed by the mixture, taught the model to find a glyph; this phase, run after the align phase from
-    # the shipped LM, has not yet (docs/shapeworld-model.md, runs B and C). 0 = skip
+    # task, followed by the mixture, taught the model to find a glyph; so does this phase when the LM has first
+    # read the aligned tokens through a mixture stage (init_from such a run), not right after the align phase
+    # (docs/shapeworld-model.md, runs B, C, D). 0 = skip
     find_batch: int = 24
     find_curriculum_steps: int = 0  # the first N find steps draw the object in several cells, from
     # `vqa_curriculum_copies` copies (shared with the VQA curriculum) down to 1 linearly; 0 = one copy throughout
