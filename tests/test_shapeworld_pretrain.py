@@ -368,3 +368,16 @@ def test_freeze_aligner_keeps_the_aligner_of_the_align_phase_through_the_lm_phas
     assert aligner and all(torch.equal(before[k], after[k]) for k in aligner)
     assert not all(torch.equal(before[k], unfrozen[k]) for k in aligner)
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("model.language_model."))
+
+
+def test_every_phase_step_stops_on_a_non_finite_loss_before_touching_the_weights():
+    from ospo.errors import OspoError
+    from ospo.shapeworld.pretrain import _optimizer_step
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1)
+    assert _optimizer_step(opt, (w * 2).sum(), "find", 0, [w]) == pytest.approx(12 ** 0.5)  # gradient 2 per weight
+    before = w.detach().clone()
+    with pytest.raises(OspoError, match="loss became nan in the align phase at step 7"):
+        _optimizer_step(opt, (w * float("nan")).sum(), "align", 7)
+    assert torch.equal(w.detach(), before)

@@ -180,6 +180,21 @@ def vq_readback(vq, seed: int, num_scenes: int = 48) -> float:
     return hits / max(total, 1)
 
 
+def _optimizer_step(opt, loss: torch.Tensor, phase: str, step: int, clip_params=None) -> float | None:
+    """Backward and one optimizer step (gradients clipped to norm 1 over `clip_params` when given; returns that
+    norm). A non-finite loss stops the run before the step, so the last checkpoint holds good weights."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(clip_params, 1.0) if clip_params is not None else None
+    if not torch.isfinite(loss):
+        from ospo.errors import OspoError
+
+        raise OspoError(f"pretraining loss became {loss.item()} in the {phase} phase at step {step}; "
+                        "the last checkpoint is kept")
+    opt.step()
+    return None if grad_norm is None else float(grad_norm)
+
+
 def _truncate_log(state_dir: Path, phase: str, start: int) -> None:
     """Drops the rows of `phase` past the checkpoint a run resumes from (they are redone)."""
     path = state_dir / "log.jsonl"
@@ -228,10 +243,7 @@ def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None)
         in_glyph_cell = glyph_cells.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, None]
         foreground = (target != target[:, :, :1, :1]).any(1, keepdim=True).float()
         loss = (error * (1 + 4 * in_glyph_cell + 5 * foreground)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _optimizer_step(opt, loss, "vq", step, params)
         losses.append(loss.item())
         if progress:
             progress(step + 1, cfg.vq_steps, {"vq_l1": loss.item()})
@@ -299,9 +311,7 @@ def train_vision(model, processor, cfg: PretrainConfig, state_dir: Path, progres
             features = vision(pixel_values=pixels).last_hidden_state  # (B, N, D): one patch per cell
         loss = sum(F.cross_entropy(h(features.float()).flatten(0, 1), target[..., i].flatten())
                    for i, h in enumerate(heads))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimizer_step(opt, loss, "vision", step)
         if progress:
             progress(step + 1, cfg.vision_steps, {"vision_ce": loss.item()})
     vision.eval()
@@ -385,9 +395,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
         else:
             tokens = tokens * torch.rsqrt(tokens.pow(2).mean(-1, keepdim=True) + 1e-6)  # what the LM's first norm sees
             loss = sum(F.cross_entropy(h(tokens).flatten(0, 1), target[..., i].flatten()) for i, h in enumerate(heads))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimizer_step(opt, loss, "align", step)
         if progress:
             progress(step + 1, cfg.align_steps, {metric: loss.item()})
     metrics = {metric: float(loss.item())}
@@ -589,10 +597,7 @@ def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> 
         rows = [mixture.sample_find(rng, find_copies(cfg, step)) for _ in range(cfg.find_batch)]
         with _autocast(cfg):
             loss = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows], [e.image for e in rows])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _optimizer_step(opt, loss, "find", step, params)
         recent.append(loss.item())
         if progress:
             progress(step + 1, cfg.find_steps, {"find": loss.item(), "copies": find_copies(cfg, step)})
@@ -626,15 +631,8 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
         with _autocast(cfg):
             losses = lm_step_loss(adapter, lm_batch(cfg, step))
         loss = sum(v * (cfg.t2i_weight if k == "t2i" else 1.0) for k, v in losses.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        if not torch.isfinite(loss):
-            from ospo.errors import OspoError
-
-            raise OspoError(f"pretraining loss became {loss.item()} at step {step}; the last checkpoint is kept")
-        opt.step()
-        row = {"step": step + 1, "lr": _lr(cfg, step), "grad_norm": float(grad_norm),
+        grad_norm = _optimizer_step(opt, loss, "lm", step, params)
+        row = {"step": step + 1, "lr": _lr(cfg, step), "grad_norm": grad_norm,
                **{k: v.item() for k, v in losses.items()}}
         recent.append(row)
         if progress:
