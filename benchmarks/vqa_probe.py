@@ -1,8 +1,8 @@
 """Can the language model learn to answer yes/no about a one-object scene, and what does it need?
 
     python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|realign] [--copies 32]
-                                   [--questions shape|all] [--freeze-aligner] [--steps 500]
-                                   [--json out.json] [--save DIR]
+                                   [--questions shape|color|all] [--name-steps 0] [--freeze-aligner]
+                                   [--steps 500] [--json out.json] [--save DIR]
 
 Trains the language model of a ShapeWorld Janus (vision tower and VQ frozen) on yes/no questions about
 one-object scenes only, and prints held-out accuracy by question kind every `--eval-every` steps. It isolates
@@ -15,6 +15,10 @@ of 64? `--tokens` picks the image tokens:
   `align_target=words` phase of pretraining, `--align-steps` steps).
 `--copies N` draws the training object in N cells at step 0, shrinking to 1 by 70% of the steps (the
 `vqa_curriculum_steps` schedule of pretraining); 1 = no curriculum. Evaluation always uses one copy.
+`--name-steps K` first trains K steps on naming the object's colour ("what color is the circle ?", answered
+with the colour word; its own copies schedule), the stage that made yes/no questions about colour learnable.
+`--order question-first`, `--fp32` and `--token-scale` vary the format, the precision and the image tokens'
+scale, three things that did not make them learnable (docs/shapeworld-model.md).
 """
 
 from __future__ import annotations
@@ -44,12 +48,19 @@ def one_object_example(rng, questions: str, copies: int = 1):
     return scene, text, "yes" if yes else "no", question.kind
 
 
+def naming_example(rng, copies: int = 1):
+    """(scene, "what color is the <shape> ?", colour word, "name"): `mixture.naming_example` (`--name-steps`)."""
+    from ospo.shapeworld import mixture
+
+    return (*mixture.naming_example(rng, copies), "name")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
     ap.add_argument("--tokens", choices=("aligner", "words", "realign"), default="aligner")
     ap.add_argument("--copies", type=int, default=1)
-    ap.add_argument("--questions", choices=FIND_QUESTIONS, default="shape")
+    ap.add_argument("--questions", choices=[q for q in FIND_QUESTIONS if q != "name"], default="shape")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -57,6 +68,13 @@ def main():
     ap.add_argument("--freeze-aligner", action="store_true", help="train the LM only, not the aligner")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-size", type=int, default=300)
+    ap.add_argument("--order", choices=("image-first", "question-first"), default="image-first",
+                    help="where the question goes in the user turn (the pipeline's template puts the image first)")
+    ap.add_argument("--name-steps", type=int, default=0,
+                    help="first train this many steps on naming the object's colour (\"what color is the circle ?\")")
+    ap.add_argument("--fp32", action="store_true", help="train without bfloat16 autocast")
+    ap.add_argument("--token-scale", type=float, default=1.0,
+                    help="multiply the image tokens by this (the LM's first layer adds vectors ~100x their norm)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--save", default=None, help="save the trained model here (a checkpoint directory that "
@@ -90,21 +108,29 @@ def main():
             return table.to(output.dtype)[lab.unbind(-1)]
         model.model.aligner.register_forward_hook(exact_tokens)
 
+    if args.token_scale != 1.0:
+        model.model.aligner.register_forward_hook(lambda module, inputs, output: output * args.token_scale)
+
     params = pretrain.lm_parameters(model, freeze_vision=True, freeze_aligner=args.freeze_aligner)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    from ospo.shapeworld.world import COLORS
+    colour_ids = torch.tensor(tok.convert_tokens_to_ids(list(COLORS)))
 
     def encode(batch, with_answer: bool):
         current["labels"] = labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(b[0]) for b in batch]))]
         texts = []
         for _, question, answer, _ in batch:
-            conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+            content = [{"type": "image"}, {"type": "text", "text": question}]
+            conv = [{"role": "user", "content": content if args.order == "image-first" else content[::-1]}]
             conv += [{"role": "assistant", "content": answer}] if with_answer else []
             texts.append(adapter.processor.apply_chat_template(conv, add_generation_prompt=not with_answer))
         return adapter.processor(text=texts, images=[render(b[0]) for b in batch], return_tensors="pt", padding=True)
 
     rng = np.random.default_rng([7, 11])
     held_out = [one_object_example(rng, args.questions) for _ in range(args.eval_size)]
+    if args.name_steps:
+        held_out += [naming_example(rng) for _ in range(args.eval_size // 3)]
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -113,29 +139,36 @@ def main():
         for i in range(0, len(held_out), 50):
             chunk = held_out[i:i + 50]
             logits = model(**encode(chunk, False), logits_to_keep=1).logits[:, -1]
-            hits += [((float(lg[yes_id]) > float(lg[no_id])) == (b[2] == "yes"), b[3]) for lg, b in zip(logits, chunk)]
-        out = {"all": float(np.mean([h for h, _ in hits]))}
+            for lg, b in zip(logits, chunk):
+                if b[3] == "name":
+                    hits.append((int(colour_ids[lg[colour_ids].argmax()]) == tok.convert_tokens_to_ids(b[2]), "name"))
+                else:
+                    hits.append(((float(lg[yes_id]) > float(lg[no_id])) == (b[2] == "yes"), b[3]))
+        out = {"all": float(np.mean([h for h, k in hits if k != "name"]))}
         out.update({k: float(np.mean([h for h, kk in hits if kk == k])) for k in sorted({k for _, k in hits})})
         return out
 
     rows = [{"step": 0, **evaluate()}]
     print(f"step 0: {rows[-1]}", flush=True)
     t0 = time.time()
-    curriculum = max(1, int(0.7 * args.steps))
-    for step in range(args.steps):
+    total = args.name_steps + args.steps
+    for step in range(total):
         model.train()
-        copies = pretrain.curriculum_copies(curriculum, args.copies, step)
+        naming = step < args.name_steps
+        stage_step, stage_steps = (step, args.name_steps) if naming else (step - args.name_steps, args.steps)
+        copies = pretrain.curriculum_copies(max(1, int(0.7 * stage_steps)), args.copies, stage_step)
         rng = np.random.default_rng([1, 77, step])
-        batch = [one_object_example(rng, args.questions, copies) for _ in range(args.batch)]
+        batch = [naming_example(rng, copies) if naming else one_object_example(rng, args.questions, copies)
+                 for _ in range(args.batch)]
         enc = encode(batch, True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):
             logits = model(**enc, logits_to_keep=3).logits[:, 0]  # the position that predicts the answer
-        loss = F.cross_entropy(logits.float(), torch.tensor([yes_id if b[2] == "yes" else no_id for b in batch]))
+        loss = F.cross_entropy(logits.float(), torch.tensor(tok.convert_tokens_to_ids([b[2] for b in batch])))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 in (args.name_steps, total):
             rows.append({"step": step + 1, "copies": copies, "loss": loss.item(), **evaluate()})
             print(f"step {step + 1} ({time.time() - t0:.0f}s): {rows[-1]}", flush=True)
 

@@ -72,6 +72,52 @@ def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, 
     assert "| step | all |" in capsys.readouterr().out
 
 
+def test_vqa_probe_naming_stage_comes_first_and_is_scored_on_colour_words(monkeypatch, capsys, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import vqa_probe
+
+    out = tmp_path / "name.json"
+    monkeypatch.setattr(sys, "argv", ["vqa_probe", "--freeze-aligner", "--questions", "color", "--name-steps", "2",
+                                      "--steps", "1", "--batch", "2", "--eval-size", "6", "--eval-every", "5",
+                                      "--order", "question-first", "--token-scale", "2",
+                                      "--threads", str(torch.get_num_threads()), "--json", str(out)])
+    vqa_probe.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 2, 3]  # evaluated at the end of each stage
+    assert all(0.0 <= r["name"] <= 1.0 and 0.0 <= r["exists"] <= 1.0 for r in rows)
+    assert "| name |" in capsys.readouterr().out
+
+
+def test_hidden_probe_reads_back_what_the_input_holds(monkeypatch, capsys, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import hidden_probe
+
+    out = tmp_path / "hidden.json"
+    monkeypatch.setattr(sys, "argv", ["hidden_probe", "--scenes", "150", "--threads", str(torch.get_num_threads()),
+                                      "--json", str(out)])
+    hidden_probe.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) >= 2 and rows[0]["layer"] == 0
+    # layer 0 is the input: the cell's own token holds its colour and the last prompt token does not
+    assert rows[0]["answer: object colour"] < 0.5
+    assert "| layer |" in capsys.readouterr().out
+
+
+def test_linear_probe_separates_separable_classes_and_not_noise():
+    from benchmarks.hidden_probe import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (300,), generator=g)
+    x = torch.randn(300, 8, generator=g)
+    assert linear_probe(x, y, 4, 200) < 0.45
+    x[:, :4] += 3 * torch.nn.functional.one_hot(y, 4)
+    assert linear_probe(x, y, 4, 200) > 0.9
+
+
 def test_vqa_probe_saves_a_checkpoint_that_loads_and_holds_the_trained_weights(monkeypatch, capsys, tmp_path):
     import sys
 

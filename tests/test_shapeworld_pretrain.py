@@ -258,8 +258,41 @@ def test_find_rows_ask_about_one_replicated_object_with_exact_answers():
                 assert len(question.split()) == 5, question
                 exists += 1
     assert exists >= 8
+    near_misses = 0
+    for _ in range(200):  # "color": a shape and its colour; a "no" is mostly the right shape in a wrong colour
+        scene, question, yes = mixture.find_example(rng, 4, "color")
+        if question.kind == "exists":
+            assert question.subject.color is not None and question.subject.texture is None
+            thing = scene.objects[0]
+            near_misses += (not yes) and question.subject.shape == thing.shape and question.subject.color != thing.color
+    assert near_misses >= 20
     with pytest.raises(ValueError, match="questions must be one of"):
         mixture.find_example(rng, questions="colours")
+
+
+def test_find_stages_split_the_steps_restart_the_curriculum_and_name_colours_exactly():
+    from ospo.errors import InputError
+    from ospo.shapeworld import mixture, oracle
+    from ospo.shapeworld.pretrain import find_plan, find_rows
+
+    cfg = replace(SMALL, find_steps=20, find_curriculum_steps=10, vqa_curriculum_copies=16,
+                  find_stages="name,color+name", find_batch=24)
+    plan = [find_plan(cfg, s) for s in (0, 5, 9, 10, 15, 19)]
+    assert plan == [(("name",), 16), (("name",), 1), (("name",), 1),
+                    (("color", "name"), 16), (("color", "name"), 1), (("color", "name"), 1)]
+    naming = find_rows(cfg, 0)
+    for e in naming:  # "what color is the <shape> ?" -> the colour word, true of the rendered scene
+        words = e.question.split()
+        assert words[:4] == ["what", "color", "is", "the"] and words[-1] == "?"
+        objects = oracle.read_scene(e.image).objects
+        assert {(o.shape, o.color) for o in objects} == {(words[4], e.answer)}
+    mixed = find_rows(cfg, 12)
+    assert {e.answer for e in mixed} >= {"yes", "no"} and any(e.question.startswith("what") for e in mixed)
+    assert [e.question for e in find_rows(cfg, 12)] == [e.question for e in mixed]  # the step's own stream
+    with pytest.raises(InputError, match="find_stages"):
+        replace(SMALL, find_stages="shape,colour")
+    with pytest.raises(ValueError, match="naming_example"):
+        mixture.find_example(np.random.default_rng(0), questions="name")
 
 
 def test_replicate_draws_every_object_in_several_cells_and_answers_stay_exact():

@@ -233,7 +233,7 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, c
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
 
 
-FIND_QUESTIONS = ("shape", "all")
+FIND_QUESTIONS = ("shape", "color", "name", "all")
 
 
 def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "shape") -> tuple[Scene, Question, bool]:
@@ -241,25 +241,51 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
 
     The narrowest form of the self-judge's job: find the cell that holds a thing and compare it with the
     question. With `questions="shape"` every "exists" question names a shape only ("is there a circle ?"); with
-    "all" the questions are `sample_vqa`'s (colours, textures, regions, background). A tiny LM learns this task
+    "color" a shape and its colour ("is there a red circle ?"; a "no" is mostly the right shape in another
+    colour); with "all" the questions are `sample_vqa`'s (colours, textures, regions, background). A tiny LM learns this task
     alone in a few hundred steps with the replication curriculum and not inside the full mixture
     (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain`'s find phase (`find_steps`) trains on
     it (after a mixture stage it matches the probe: run D there).
     """
-    if questions not in FIND_QUESTIONS:
-        raise ValueError(f"questions must be one of {FIND_QUESTIONS}, got {questions!r}")
+    if questions not in FIND_QUESTIONS or questions == "name":
+        raise ValueError(f"questions must be one of {FIND_QUESTIONS[:2] + FIND_QUESTIONS[3:]}, got {questions!r}"
+                         " (naming questions: naming_example)")
     scene = replicate(random_scene(rng, 1), copies, rng)
     yes = _coin(rng)
     question = _question(scene, None, yes, rng)
     if questions == "shape" and question.kind == "exists":
         shape = scene.objects[0].shape
         question = Question("exists", ObjectClause(shape if yes else _other(rng, SHAPES, shape)))
+    elif questions == "color" and question.kind == "exists":
+        thing = scene.objects[0]
+        shape, color = thing.shape, thing.color
+        if not yes:  # mostly the right shape in a wrong colour: the near miss a shape-only judge says yes to
+            if _coin(rng, 0.75):
+                color = _other(rng, COLORS, color)
+            else:
+                shape = _other(rng, SHAPES, shape)
+        question = Question("exists", ObjectClause(shape, 1, color))
     return scene, question, yes
+
+
+def naming_example(rng: np.random.Generator, copies: int = 1) -> tuple[Scene, str, str]:
+    """(scene, "what color is the <shape> ?", its colour) about a random one-object scene in `copies` cells.
+
+    An open question, not a yes/no one: its answer carries the found cell's colour to the answer position in
+    one step. Yes/no questions about a shape's colour need two things at once (fetch the colour, compare it
+    with the question's) and were not learned; after naming they were (`python -m benchmarks.vqa_probe
+    --questions color --name-steps 300`, docs/shapeworld-model.md)."""
+    scene = replicate(random_scene(rng, 1), copies, rng)
+    thing = scene.objects[0]
+    return scene, f"what color is the {thing.shape} ?", thing.color
 
 
 def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "shape",
                 templates: TemplateSet | None = None) -> VQAExample:
-    """`find_example` rendered and formatted like `sample_vqa`."""
+    """`find_example` rendered and formatted like `sample_vqa`; `questions="name"`: `naming_example`."""
+    if questions == "name":
+        scene, question, answer = naming_example(rng, copies)
+        return VQAExample(render(scene), question, answer)
     templates = templates or tasks.shapeworld_templates()
     scene, question, yes = find_example(rng, copies, questions)
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")

@@ -93,9 +93,20 @@ class PretrainConfig:
     # (docs/shapeworld-model.md, runs B, C, D). 0 = skip
     find_batch: int = 24
     find_curriculum_steps: int = 0  # the first N find steps draw the object in several cells, from
-    # `vqa_curriculum_copies` copies (shared with the VQA curriculum) down to 1 linearly; 0 = one copy throughout
+    # `vqa_curriculum_copies` copies (shared with the VQA curriculum) down to 1 linearly; 0 = one copy throughout.
+    # With several stages, each stage restarts it over the same share of its own steps.
+    find_stages: str = "shape"  # the find phase's question stages, in order, splitting `find_steps` equally:
+    # comma-separated, each a "+"-joined set of mixture.FIND_QUESTIONS kinds drawn uniformly per row, e.g.
+    # "name,color+name": name the one object's colour, then yes/no about its colour (keeping the naming)
 
     def __post_init__(self):
+        from ospo.shapeworld.mixture import FIND_QUESTIONS
+
+        bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if k not in FIND_QUESTIONS]
+        if bad or not self.find_stages:
+            from ospo.errors import InputError
+            raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
+                             f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS}")
         if self.align_target not in ("cells", "words"):
             from ospo.errors import InputError
 
@@ -509,10 +520,32 @@ def vqa_copies(cfg: PretrainConfig, step: int) -> int:
     return curriculum_copies(cfg.vqa_curriculum_steps, cfg.vqa_curriculum_copies, step)
 
 
+def find_plan(cfg: PretrainConfig, step: int) -> tuple[tuple[str, ...], int]:
+    """(question kinds, copies of the object) of find step `step`: its stage of `cfg.find_stages` (the steps split
+    equally, the last stage taking the remainder) and the `find_curriculum_steps` schedule restarted in every
+    stage over the same share of its steps, from `vqa_curriculum_copies` copies."""
+    stages = [tuple(stage.split("+")) for stage in cfg.find_stages.split(",")]
+    length = max(1, cfg.find_steps // len(stages))
+    index = min(step // length, len(stages) - 1)
+    stage_steps = length if index < len(stages) - 1 else cfg.find_steps - length * index
+    curriculum = round(cfg.find_curriculum_steps * stage_steps / max(1, cfg.find_steps))
+    return stages[index], curriculum_copies(curriculum, cfg.vqa_curriculum_copies, step - length * index)
+
+
 def find_copies(cfg: PretrainConfig, step: int) -> int:
-    """Copies of the object in the scenes of find step `step` (the `find_curriculum_steps` schedule, starting from
-    the VQA curriculum's `vqa_curriculum_copies`)."""
-    return curriculum_copies(cfg.find_curriculum_steps, cfg.vqa_curriculum_copies, step)
+    """Copies of the object in the scenes of find step `step` (`find_plan`)."""
+    return find_plan(cfg, step)[1]
+
+
+def find_rows(cfg: PretrainConfig, step: int) -> list:
+    """The `mixture.sample_find` rows of find step `step`, drawn from the step's own random stream."""
+    from ospo.shapeworld import mixture
+
+    kinds, copies = find_plan(cfg, step)
+    rng = np.random.default_rng([cfg.seed, FIND_STREAM, step])
+    # one kind: no draw, so single-stage runs keep the rows they had before stages existed
+    return [mixture.sample_find(rng, copies, kinds[0] if len(kinds) == 1 else kinds[rng.integers(len(kinds))])
+            for _ in range(cfg.find_batch)]
 
 
 @dataclass(frozen=True)
@@ -577,7 +610,6 @@ def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> 
     tower and the aligner frozen whatever `cfg.freeze_*` says (trained with the LM, the aligner drifts off the
     tokens it was aligned to and nothing is learned), a constant lr and an optimizer of its own (the LM phase's
     warm-up and decay belong to the mixture)."""
-    from ospo.shapeworld import mixture
 
     if not cfg.find_steps:
         return {}
@@ -593,8 +625,7 @@ def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> 
     model.model.vision_model.eval()
     recent: list[float] = []
     for step in range(start, cfg.find_steps):
-        rng = np.random.default_rng([cfg.seed, FIND_STREAM, step])
-        rows = [mixture.sample_find(rng, find_copies(cfg, step)) for _ in range(cfg.find_batch)]
+        rows = find_rows(cfg, step)
         with _autocast(cfg):
             loss = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows], [e.image for e in rows])
         _optimizer_step(opt, loss, "find", step, params)
