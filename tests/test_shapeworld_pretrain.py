@@ -286,6 +286,16 @@ def test_find_stages_split_the_steps_restart_the_curriculum_and_name_colours_exa
         assert words[:4] == ["what", "color", "is", "the"] and words[-1] == "?"
         objects = oracle.read_scene(e.image).objects
         assert {(o.shape, o.color) for o in objects} == {(words[4], e.answer)}
+    rng = np.random.default_rng(5)
+    sizes = set()
+    for _ in range(40):  # "name-all": colour or texture of one of up to four objects of distinct shapes
+        e = mixture.sample_find(rng, 1, "name-all")
+        _, attribute, _, _, shape, _ = e.question.split()
+        objects = oracle.read_scene(e.image).objects
+        assert len({o.shape for o in objects}) == len(objects)
+        assert getattr(next(o for o in objects if o.shape == shape), attribute) == e.answer
+        sizes.add((len(objects), attribute))
+    assert {n for n, _ in sizes} >= {1, 2} and {a for _, a in sizes} == {"color", "texture"}
     mixed = find_rows(cfg, 12)
     assert {e.answer for e in mixed} >= {"yes", "no"} and any(e.question.startswith("what") for e in mixed)
     assert [e.question for e in find_rows(cfg, 12)] == [e.question for e in mixed]  # the step's own stream

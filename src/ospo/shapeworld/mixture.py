@@ -233,7 +233,7 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, c
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
 
 
-FIND_QUESTIONS = ("shape", "color", "name", "all")
+FIND_QUESTIONS = ("shape", "color", "name", "name-all", "all")
 
 
 def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "shape") -> tuple[Scene, Question, bool]:
@@ -247,9 +247,9 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
     (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain`'s find phase (`find_steps`) trains on
     it (after a mixture stage it matches the probe: run D there).
     """
-    if questions not in FIND_QUESTIONS or questions == "name":
-        raise ValueError(f"questions must be one of {FIND_QUESTIONS[:2] + FIND_QUESTIONS[3:]}, got {questions!r}"
-                         " (naming questions: naming_example)")
+    if questions not in ("shape", "color", "all"):
+        raise ValueError(f"questions must be one of ('shape', 'color', 'all'), got {questions!r} (naming "
+                         "questions: naming_example)")
     scene = replicate(random_scene(rng, 1), copies, rng)
     yes = _coin(rng)
     question = _question(scene, None, yes, rng)
@@ -268,23 +268,36 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
     return scene, question, yes
 
 
-def naming_example(rng: np.random.Generator, copies: int = 1) -> tuple[Scene, str, str]:
-    """(scene, "what color is the <shape> ?", its colour) about a random one-object scene in `copies` cells.
+def naming_example(rng: np.random.Generator, copies: int = 1, objects: int = 1,
+                   attributes: tuple[str, ...] = ("color",)) -> tuple[Scene, str, str]:
+    """(scene, "what color is the <shape> ?", its colour) about a random scene in which each object is drawn in
+    `copies` cells: one object, or with `objects` > 1 between 1 and that many of distinct shapes (the shape
+    names one of them), asked for one of `attributes` ("color", "texture").
 
     An open question, not a yes/no one: its answer carries the found cell's colour to the answer position in
     one step. Yes/no questions about a shape's colour need two things at once (fetch the colour, compare it
     with the question's) and were not learned; after naming they were (`python -m benchmarks.vqa_probe
     --questions color --name-steps 300`, docs/shapeworld-model.md)."""
-    scene = replicate(random_scene(rng, 1), copies, rng)
-    thing = scene.objects[0]
-    return scene, f"what color is the {thing.shape} ?", thing.color
+    if objects <= 1:
+        scene = random_scene(rng, 1)
+    else:
+        shapes = rng.choice(SHAPES, size=int(rng.integers(1, min(objects, len(SHAPES)) + 1)), replace=False)
+        cells = rng.choice(GRID * GRID, size=len(shapes), replace=False)
+        scene = Scene(tuple(Obj(str(shape), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID,
+                                int(c) % GRID) for shape, c in zip(shapes, cells)), _choice(rng, BACKGROUNDS))
+    thing = scene.objects[0] if len(scene.objects) == 1 else _choice(rng, list(scene.objects))
+    attribute = attributes[0] if len(attributes) == 1 else _choice(rng, list(attributes))
+    scene = replicate(scene, copies, rng)
+    return scene, f"what {attribute} is the {thing.shape} ?", getattr(thing, attribute)
 
 
 def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "shape",
                 templates: TemplateSet | None = None) -> VQAExample:
-    """`find_example` rendered and formatted like `sample_vqa`; `questions="name"`: `naming_example`."""
-    if questions == "name":
-        scene, question, answer = naming_example(rng, copies)
+    """`find_example` rendered and formatted like `sample_vqa`; `questions="name"`: `naming_example` (one
+    object, its colour); "name-all": its colour or texture, among up to four objects of distinct shapes."""
+    if questions in ("name", "name-all"):
+        scene, question, answer = (naming_example(rng, copies) if questions == "name" else
+                                   naming_example(rng, copies, objects=4, attributes=("color", "texture")))
         return VQAExample(render(scene), question, answer)
     templates = templates or tasks.shapeworld_templates()
     scene, question, yes = find_example(rng, copies, questions)
