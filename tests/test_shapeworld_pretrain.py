@@ -164,20 +164,22 @@ def test_describe_examples_name_every_object_of_the_image_in_reading_order():
 
 
 ALIGNED = replace(SMALL, align_steps=2, freeze_vision=True, batch_describe=2, describe_curriculum_steps=2,
-                  find_steps=2, find_batch=2, find_curriculum_steps=2, vqa_curriculum_copies=4)
+                  find_steps=2, find_batch=2, find_curriculum_steps=2, vqa_curriculum_copies=4, text_steps=2,
+                  text_batch=2)
 
 
-def test_aligner_and_find_phases_and_describe_rows_train_and_resume_exactly(tmp_path):
-    """The aligner and find phases and the describe rows are part of the resumable state; a frozen vision tower
-    stays bit-identical through the find and LM phases, the aligner through the find phase."""
+def test_aligner_find_and_text_phases_and_describe_rows_train_and_resume_exactly(tmp_path):
+    """The aligner, find and text phases and the describe rows are part of the resumable state; a frozen vision
+    tower stays bit-identical through the find, text and LM phases, the aligner through the find and text
+    phases."""
     from safetensors.torch import load_file
 
     pretrain(tmp_path / "a", ALIGNED, spec=small_spec())
     rows = [json.loads(line) for line in (tmp_path / "a" / "pretrain_log.jsonl").read_text().splitlines()]
-    assert list(dict.fromkeys(r["phase"] for r in rows)) == ["vq", "vision", "align", "find", "lm"]
+    assert list(dict.fromkeys(r["phase"] for r in rows)) == ["vq", "vision", "align", "find", "text", "lm"]
     assert all("describe" in r for r in rows if r["phase"] == "lm")
 
-    for crash_phase in ("align", "find", "lm"):
+    for crash_phase in ("align", "find", "text", "lm"):
         def crash(phase, step, total, metrics):
             if phase == crash_phase and step == 2:
                 raise KeyboardInterrupt
@@ -187,20 +189,23 @@ def test_aligner_and_find_phases_and_describe_rows_train_and_resume_exactly(tmp_
             pretrain(out, ALIGNED, progress=crash, spec=small_spec())
         seen = []
         info = pretrain(out, ALIGNED, progress=lambda phase, *_: seen.append(phase), spec=small_spec())
-        later = ("align", "find", "lm")[("align", "find", "lm").index(crash_phase):]
+        phases = ("align", "find", "text", "lm")
+        later = phases[phases.index(crash_phase):]
         assert set(seen) <= set(later) and crash_phase in seen  # finished phases are not redone
         b = load_file(out / "model.safetensors")
         a = load_file(tmp_path / "a" / "model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), crash_phase
         assert set(info["vision"]) == {"vision_ce", "align_ce"}  # each finished phase reports its own numbers
-        assert set(info["find"]) == {"find"}
+        assert set(info["find"]) == {"find"} and set(info["text"]) == {"text"}
         assert (out / "pretrain_log.jsonl").read_text() == (tmp_path / "a" / "pretrain_log.jsonl").read_text()
     again = pretrain(tmp_path / "a", ALIGNED, spec=small_spec())  # a finished run (optimizer states removed)
     assert again["final"] == json.loads((tmp_path / "a" / "pretrain.json").read_text())["final"]
 
     pretrain(tmp_path / "before_align", replace(ALIGNED, align_steps=0, lm_steps=0), spec=small_spec())
     pretrain(tmp_path / "before_find", replace(ALIGNED, find_steps=0, lm_steps=0), spec=small_spec())
+    pretrain(tmp_path / "before_text", replace(ALIGNED, text_steps=0, lm_steps=0), spec=small_spec())
     pretrain(tmp_path / "before_lm", replace(ALIGNED, lm_steps=0), spec=small_spec())
+    before_text = load_file(tmp_path / "before_text" / "model.safetensors")
     before_align = load_file(tmp_path / "before_align" / "model.safetensors")
     before_find = load_file(tmp_path / "before_find" / "model.safetensors")
     pretrain(tmp_path / "unfrozen", replace(ALIGNED, freeze_vision=False), spec=small_spec())
@@ -214,8 +219,27 @@ def test_aligner_and_find_phases_and_describe_rows_train_and_resume_exactly(tmp_
     assert all(torch.equal(before_align[k], before_lm[k]) for k in vision)  # ... with the vision tower frozen
     lm = [k for k in a if k.startswith("model.language_model.")]
     assert all(torch.equal(before_find[k], before_lm[k]) for k in aligner + vision)  # the find phase trains the
-    assert not all(torch.equal(before_find[k], before_lm[k]) for k in lm)  # language model only
+    assert not all(torch.equal(before_find[k], before_text[k]) for k in lm)  # language model only, and so
+    assert all(torch.equal(before_text[k], before_lm[k]) for k in aligner + vision)  # does the text phase
+    assert not all(torch.equal(before_text[k], before_lm[k]) for k in lm)
     assert not all(torch.equal(before_lm[k], a[k]) for k in aligner)  # ... and the LM phase trains the aligner again
+
+
+def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
+    from ospo.errors import InputError
+    from ospo.shapeworld import mixture
+    from ospo.shapeworld.pretrain import text_rows
+
+    cfg = replace(SMALL, text_steps=4, text_batch=12)
+    rows = text_rows(cfg, 0)
+    assert len(rows) == 12 and all(" edit : " in r.answer and "result :" in r.answer for r in rows)
+    assert [r.answer for r in text_rows(cfg, 0)] == [r.answer for r in rows]
+    both = text_rows(replace(cfg, text_tasks="perturb,decompose"), 1)
+    assert {" edit : " in r.answer for r in both} == {True, False}
+    with pytest.raises(InputError, match="text_tasks"):
+        replace(SMALL, text_tasks="perturb,rewrite")
+    with pytest.raises(ValueError, match="task must be one of"):
+        mixture.sample_text(np.random.default_rng(0), task="rewrite")
 
 
 def test_describe_curriculum_uses_one_object_scenes_first():

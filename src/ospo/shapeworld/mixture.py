@@ -338,10 +338,13 @@ def _perturbed_pair(rng: np.random.Generator) -> tuple[Spec, str, Spec]:
             return spec, edit, negative
 
 
-def sample_text(rng: np.random.Generator, templates: TemplateSet | None = None) -> TextExample:
-    """One text-task example (task drawn uniformly from TEXT_TASKS) in the `shapeworld` formats."""
+def sample_text(rng: np.random.Generator, templates: TemplateSet | None = None, task: str | None = None) -> TextExample:
+    """One text-task example in the `shapeworld` formats: of `task`, or of a task drawn uniformly from
+    TEXT_TASKS."""
     templates = templates or tasks.shapeworld_templates()
-    task = _choice(rng, TEXT_TASKS)
+    if task is not None and task not in TEXT_TASKS:
+        raise ValueError(f"task must be one of {TEXT_TASKS}, got {task!r}")
+    task = task or _choice(rng, TEXT_TASKS)
     if task == "elements":
         kind = _choice(rng, tasks.ELEMENTS)
         instruction, answer = templates.elements(kind), templates.elements_answer(tasks.element_list(kind))

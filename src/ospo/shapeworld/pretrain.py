@@ -42,8 +42,9 @@ def shapeworld_spec(vocab_words=()) -> TinyJanusSpec:
 
 
 # Every random draw of pretraining comes from np.random.default_rng([seed, stream, step]); streams: 1 VQ batches,
-# 2 LM mixture, 3 vision phase, 4 align phase, 5 find phase, 7 VQ read-back, 9 dev evaluation.
+# 2 LM mixture, 3 vision phase, 4 align phase, 5 find phase, 6 text phase, 7 VQ read-back, 9 dev evaluation.
 FIND_STREAM = 5
+TEXT_STREAM = 6
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ class PretrainConfig:
     find_stages: str = "shape"  # the find phase's question stages, in order, splitting `find_steps` equally:
     # comma-separated, each a "+"-joined set of mixture.FIND_QUESTIONS kinds drawn uniformly per row, e.g.
     # "name,color+name": name the one object's colour, then yes/no about its colour (keeping the naming)
+    text_steps: int = 0  # text phase between the find and LM phases: the LM alone on text tasks (no image),
+    # `text_batch` rows a step of the tasks in `text_tasks` (comma-separated mixture.TEXT_TASKS, drawn uniformly).
+    # The perturbation task reached 0.75 valid after 600 such steps where 2400 mixture steps left it at 0.57
+    # (docs/shapeworld-model.md). 0 = skip
+    text_batch: int = 32
+    text_tasks: str = "perturb"
 
     def __post_init__(self):
         from ospo.shapeworld.mixture import FIND_QUESTIONS
@@ -107,6 +114,11 @@ class PretrainConfig:
             from ospo.errors import InputError
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
                              f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS}")
+        from ospo.shapeworld.mixture import TEXT_TASKS
+
+        if not self.text_tasks or any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):
+            from ospo.errors import InputError
+            raise InputError(f"text_tasks: {self.text_tasks!r} is not a comma-separated list of {TEXT_TASKS}")
         if self.align_target not in ("cells", "words"):
             from ospo.errors import InputError
 
@@ -603,42 +615,71 @@ def lm_parameters(model, freeze_vision: bool = False, freeze_aligner: bool = Fal
 
 
 def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
-    """The find phase (`cfg.find_steps`): the LM alone on `mixture.sample_find` rows; checkpointed every
-    `checkpoint_every` steps and resumed exactly.
+    """The find phase (`cfg.find_steps`): the LM alone on `find_rows`; checkpointed every `checkpoint_every` steps
+    and resumed exactly.
 
     It copies `benchmarks.vqa_probe`'s training, the one setting where the LM learned to find a glyph: the vision
     tower and the aligner frozen whatever `cfg.freeze_*` says (trained with the LM, the aligner drifts off the
     tokens it was aligned to and nothing is learned), a constant lr and an optimizer of its own (the LM phase's
     warm-up and decay belong to the mixture)."""
+    def loss(step):
+        rows = find_rows(cfg, step)
+        return answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows], [e.image for e in rows])
 
-    if not cfg.find_steps:
+    return _train_rows(adapter, cfg, state_dir, "find", cfg.find_steps, loss, progress,
+                       lambda step: {"copies": find_copies(cfg, step)})
+
+
+def text_rows(cfg: PretrainConfig, step: int) -> list:
+    """The `mixture.sample_text` rows of text step `step` (tasks of `cfg.text_tasks`), from the step's own stream."""
+    from ospo.shapeworld import mixture
+
+    tasks_ = cfg.text_tasks.split(",")
+    rng = np.random.default_rng([cfg.seed, TEXT_STREAM, step])
+    return [mixture.sample_text(rng, task=tasks_[0] if len(tasks_) == 1 else tasks_[rng.integers(len(tasks_))])
+            for _ in range(cfg.text_batch)]
+
+
+def train_text(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
+    """The text phase (`cfg.text_steps`): the LM alone on `text_rows`, like the find phase (own optimizer,
+    constant lr, checkpointed and resumed exactly)."""
+    def loss(step):
+        rows = text_rows(cfg, step)
+        return answer_loss(adapter, [e.instruction for e in rows], [e.answer for e in rows])
+
+    return _train_rows(adapter, cfg, state_dir, "text", cfg.text_steps, loss, progress)
+
+
+def _train_rows(adapter, cfg: PretrainConfig, state_dir: Path, phase: str, steps: int, step_loss, progress=None,
+                extra=None) -> dict:
+    """A phase that trains the LM alone (vision tower and aligner frozen) on `step_loss(step)` for `steps` steps."""
+    if not steps:
         return {}
     model = adapter.janus
     params = lm_parameters(model, freeze_vision=True, freeze_aligner=True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start = _load_state(state_dir, "find", model, opt)
-    if start >= cfg.find_steps:
-        return _logged_metrics(state_dir, "find")
-    _truncate_log(state_dir, "find", start)
+    start = _load_state(state_dir, phase, model, opt)
+    if start >= steps:
+        return _logged_metrics(state_dir, phase)
+    _truncate_log(state_dir, phase, start)
     model.train()
     model.model.vqmodel.eval()
     model.model.vision_model.eval()
     recent: list[float] = []
-    for step in range(start, cfg.find_steps):
-        rows = find_rows(cfg, step)
+    for step in range(start, steps):
         with _autocast(cfg):
-            loss = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows], [e.image for e in rows])
-        _optimizer_step(opt, loss, "find", step, params)
+            loss = step_loss(step)
+        _optimizer_step(opt, loss, phase, step, params)
         recent.append(loss.item())
         if progress:
-            progress(step + 1, cfg.find_steps, {"find": loss.item(), "copies": find_copies(cfg, step)})
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.find_steps:
-            metrics = {"find": float(np.mean(recent))}
-            _log(state_dir, {"phase": "find", "step": step + 1, **metrics})
+            progress(step + 1, steps, {phase: loss.item(), **(extra(step) if extra else {})})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
+            metrics = {phase: float(np.mean(recent))}
+            _log(state_dir, {"phase": phase, "step": step + 1, **metrics})
             recent = []
-            _save_state(state_dir, "find", step + 1, model, opt, metrics)
+            _save_state(state_dir, phase, step + 1, model, opt, metrics)
     model.eval()
-    return _logged_metrics(state_dir, "find")
+    return _logged_metrics(state_dir, phase)
 
 
 def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
@@ -706,7 +747,7 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
     if not pos_file.exists():
         return 0
     pos = json.loads(pos_file.read_text())
-    order = ["vq", "vision", "align", "find", "lm"]
+    order = ["vq", "vision", "align", "find", "text", "lm"]
     if order.index(pos["phase"]) < order.index(phase):
         model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
         return 0
@@ -807,13 +848,14 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
                                         progress and (lambda s, n, m: progress("align", s, n, m))))
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
     find_metrics = train_find(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("find", s, n, m)))
+    text_metrics = train_text(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("text", s, n, m)))
     metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
                        evaluate=lambda a: dev_evaluate(a, cfg))
     fold_factor_head(model)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     info = {"pretrain_config": asdict(cfg), "data_version": DATA_VERSION, "vq": vq_metrics, "vision": vision_metrics,
-            "find": find_metrics, "final": metrics}
+            "find": find_metrics, "text": text_metrics, "final": metrics}
     atomic_write_text(out / "pretrain.json", json.dumps(info, indent=1))
     if (state_dir / "log.jsonl").exists():
         atomic_write_text(out / "pretrain_log.jsonl", (state_dir / "log.jsonl").read_text())
