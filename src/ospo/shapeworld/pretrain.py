@@ -101,8 +101,8 @@ class PretrainConfig:
     # "name,color+name": name the one object's colour, then yes/no about its colour (keeping the naming)
     text_steps: int = 0  # text phase between the find and LM phases: the LM alone on text tasks (no image),
     # `text_batch` rows a step of the tasks in `text_tasks` (comma-separated mixture.TEXT_TASKS, drawn uniformly).
-    # The perturbation task reached 0.75 valid after 600 such steps where 2400 mixture steps left it at 0.57
-    # (docs/shapeworld-model.md). 0 = skip
+    # 600 steps of perturbations, then 300 mixture steps, took valid perturbations from 0.43 to 0.66 (run G in
+    # docs/shapeworld-model.md). 0 = skip
     text_batch: int = 32
     text_tasks: str = "perturb"
 
