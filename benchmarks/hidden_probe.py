@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.tables import markdown_table
+
 
 def linear_probe(x: torch.Tensor, y: torch.Tensor, classes: int, train: int, steps: int = 300) -> float:
     """Held-out accuracy of a softmax classifier on standardised features (rows >= `train` are held out)."""
@@ -107,12 +109,9 @@ def main():
         row["cell norm"] = float(at_cell[:, layer].norm(dim=-1).mean())
         rows.append(row)
 
-    columns = [k for k in rows[0] if k != "layer"]
     print(f"\n## Linear probes on hidden states (model={args.model or 'shipped'}, {len(items)} scenes, "
           f"{len(items) - train} held out; chance: colour 0.10, shape 0.20; layer 0 = input embeddings)\n")
-    print("| layer | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
-    for r in rows:
-        print(f"| {r['layer']} | " + " | ".join(f"{r[c]:.2f}" for c in columns) + " |")
+    print(markdown_table(rows, "layer", digits=2))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.tables import markdown_table
 from ospo.shapeworld.mixture import FIND_QUESTIONS
 
 
@@ -172,12 +173,9 @@ def main():
             rows.append({"step": step + 1, "copies": copies, "loss": loss.item(), **evaluate()})
             print(f"step {step + 1} ({time.time() - t0:.0f}s): {rows[-1]}", flush=True)
 
-    kinds = [k for k in rows[0] if k != "step"]
     print(f"\n## One-object yes/no: tokens={args.tokens}, copies={args.copies}, questions={args.questions}, "
           f"model={args.model or 'shipped'}\n")
-    print("| step | " + " | ".join(kinds) + " |\n|---|" + "---|" * len(kinds))
-    for r in rows:
-        print(f"| {r['step']} | " + " | ".join(f"{r[k]:.3f}" for k in kinds) + " |")
+    print(markdown_table(rows, "step"))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     if args.save:
