@@ -225,6 +225,47 @@ def test_aligner_find_and_text_phases_and_describe_rows_train_and_resume_exactly
     assert not all(torch.equal(before_lm[k], a[k]) for k in aligner)  # ... and the LM phase trains the aligner again
 
 
+def test_find_and_text_phases_can_split_the_mixture_and_resume_exactly(tmp_path):
+    """`find_at_lm_step`: mixture steps [0, N) ("mix"), then find and text, then the mixture goes on with the
+    optimizer state and lr schedule it had; with nothing in between it is the unsplit mixture bit for bit."""
+    from safetensors.torch import load_file
+
+    from ospo.errors import InputError
+
+    plain = replace(SMALL, lm_steps=4)
+    pretrain(tmp_path / "plain", plain, spec=small_spec())
+    pretrain(tmp_path / "split0", replace(plain, find_at_lm_step=2), spec=small_spec())
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "split0"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "split0" / "pretrain_log.jsonl").read_text().splitlines()]
+    plain_rows = [json.loads(line) for line in (tmp_path / "plain" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["lr"]) for r in rows if r["phase"] in ("mix", "lm")] == \
+        [(r["step"], r["lr"]) for r in plain_rows if r["phase"] == "lm"]
+
+    split = replace(plain, find_at_lm_step=2, find_steps=2, find_batch=2, text_steps=2, text_batch=2)
+    pretrain(tmp_path / "split", split, spec=small_spec())
+    rows = [json.loads(line) for line in (tmp_path / "split" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert list(dict.fromkeys(r["phase"] for r in rows)) == ["vq", "vision", "mix", "find", "text", "lm"]
+    assert [r["step"] for r in rows if r["phase"] == "mix"] == [1, 2]
+    assert [r["step"] for r in rows if r["phase"] == "lm"] == [3, 4]
+    done = load_file(tmp_path / "split" / "model.safetensors")
+    for crash_phase in ("mix", "find", "text", "lm"):
+        def crash(phase, step, total, metrics):
+            # after a saved step of the phase; text: before any (the mixture then resumes from "mix"'s optimizer)
+            if phase == crash_phase and step == {"mix": 2, "find": 2, "text": 1, "lm": 4}[phase]:
+                raise KeyboardInterrupt
+
+        out = tmp_path / f"crash-{crash_phase}"
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(out, split, progress=crash, spec=small_spec())
+        pretrain(out, split, spec=small_spec())
+        again = load_file(out / "model.safetensors")
+        assert all(torch.equal(done[k], again[k]) for k in done), crash_phase
+        assert (out / "pretrain_log.jsonl").read_text() == (tmp_path / "split" / "pretrain_log.jsonl").read_text()
+    with pytest.raises(InputError, match="find_at_lm_step"):
+        replace(plain, find_at_lm_step=4)
+
+
 def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
     from ospo.errors import InputError
     from ospo.shapeworld import mixture

@@ -105,6 +105,10 @@ class PretrainConfig:
     # docs/shapeworld-model.md). 0 = skip
     text_batch: int = 32
     text_tasks: str = "perturb"
+    find_at_lm_step: int = 0  # 0: the find and text phases run before the LM mixture; N > 0: the mixture stops
+    # after its step N for them (logged as phase "mix"), then continues to `lm_steps` with the same optimizer and
+    # lr schedule. The find phase needs an LM that has read the image tokens through a mixture first (runs C and
+    # D in docs/shapeworld-model.md): this puts that in one command.
 
     def __post_init__(self):
         from ospo.shapeworld.mixture import FIND_QUESTIONS
@@ -115,6 +119,11 @@ class PretrainConfig:
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
                              f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS}")
         from ospo.shapeworld.mixture import TEXT_TASKS
+
+        if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
+            from ospo.errors import InputError
+            raise InputError(f"find_at_lm_step must be 0 or between 1 and lm_steps - 1 ({self.lm_steps - 1}), got "
+                             f"{self.find_at_lm_step}")
 
         if not self.text_tasks or any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):
             from ospo.errors import InputError
@@ -682,18 +691,26 @@ def _train_rows(adapter, cfg: PretrainConfig, state_dir: Path, phase: str, steps
     return _logged_metrics(state_dir, phase)
 
 
-def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
+def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None, phase: str = "lm",
+             first: int = 0, last: int | None = None) -> dict:
+    """The LM mixture's steps [first, last) (default: all of them) as `phase`: "lm", or "mix" for the part before
+    the find and text phases when `cfg.find_at_lm_step` splits it; "lm" then starts at that step from the
+    optimizer state "mix" left."""
+    last = cfg.lm_steps if last is None else last
     model = adapter.janus
     params = lm_parameters(model, cfg.freeze_vision, cfg.freeze_aligner)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    start = _load_state(state_dir, "lm", model, opt)
+    start = _load_state(state_dir, phase, model, opt)
+    if start < first:  # the mixture continues after the phases that split it, with its own optimizer state
+        opt.load_state_dict(torch.load(state_dir / "optimizer-mix.pt", weights_only=True))
+        start = first
     recent: list[dict] = []
     state_dir.mkdir(parents=True, exist_ok=True)
-    _truncate_log(state_dir, "lm", start)
-    for step in range(start, cfg.lm_steps):
+    _truncate_log(state_dir, phase, start)
+    for step in range(start, last):
         model.train()
         model.model.vqmodel.eval()
         if cfg.freeze_vision:
@@ -703,22 +720,22 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
         with _autocast(cfg):
             losses = lm_step_loss(adapter, lm_batch(cfg, step))
         loss = sum(v * (cfg.t2i_weight if k == "t2i" else 1.0) for k, v in losses.items())
-        grad_norm = _optimizer_step(opt, loss, "lm", step, params)
+        grad_norm = _optimizer_step(opt, loss, phase, step, params)
         row = {"step": step + 1, "lr": _lr(cfg, step), "grad_norm": grad_norm,
                **{k: v.item() for k, v in losses.items()}}
         recent.append(row)
         if progress:
             progress(step + 1, cfg.lm_steps, row)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.lm_steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
             metrics = {}
             if evaluate is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps):
                 model.eval()
                 metrics = evaluate(adapter)
             mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "grad_norm")
                     if k in row}
-            _log(state_dir, {"phase": "lm", "step": step + 1, "lr": row["lr"], **mean, **metrics})
+            _log(state_dir, {"phase": phase, "step": step + 1, "lr": row["lr"], **mean, **metrics})
             recent = []
-            _save_state(state_dir, "lm", step + 1, model, opt, {**mean, **metrics})
+            _save_state(state_dir, phase, step + 1, model, opt, {**mean, **metrics})
     model.eval()
     return json.loads((state_dir / "position.json").read_text())["metrics"]
 
@@ -747,7 +764,7 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
     if not pos_file.exists():
         return 0
     pos = json.loads(pos_file.read_text())
-    order = ["vq", "vision", "align", "find", "text", "lm"]
+    order = ["vq", "vision", "align", "mix", "find", "text", "lm"]
     if order.index(pos["phase"]) < order.index(phase):
         model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
         return 0
@@ -847,10 +864,14 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     vision_metrics.update(train_aligner(model, processor, cfg, state_dir,
                                         progress and (lambda s, n, m: progress("align", s, n, m))))
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
+    split = cfg.find_at_lm_step
+    if split:
+        train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("mix", s, n, m)), phase="mix",
+                 last=split)
     find_metrics = train_find(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("find", s, n, m)))
     text_metrics = train_text(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("text", s, n, m)))
     metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
-                       evaluate=lambda a: dev_evaluate(a, cfg))
+                       evaluate=lambda a: dev_evaluate(a, cfg), first=split)
     fold_factor_head(model)
     model.save_pretrained(out)
     processor.save_pretrained(out)
