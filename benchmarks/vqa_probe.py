@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.tables import markdown_table
-from ospo.shapeworld.mixture import FIND_QUESTIONS
+from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS
 
 
 def one_object_example(rng, questions: str, copies: int = 1):
@@ -61,7 +61,7 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--tokens", choices=("aligner", "words", "realign"), default="aligner")
     ap.add_argument("--copies", type=int, default=1)
-    ap.add_argument("--questions", choices=[q for q in FIND_QUESTIONS if not q.startswith("name")], default="shape")
+    ap.add_argument("--questions", choices=YES_NO_FIND_QUESTIONS, default="shape")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -63,6 +63,13 @@ def _choice(rng: np.random.Generator, items):
     return items[int(rng.integers(len(items)))]
 
 
+def pick(rng: np.random.Generator, items):
+    """One of `items` uniformly; a single item without a draw (so adding a choice of one leaves the stream as
+    it was)."""
+    items = list(items)
+    return items[0] if len(items) == 1 else _choice(rng, items)
+
+
 def _coin(rng: np.random.Generator, p: float = 0.5) -> bool:
     return bool(rng.random() < p)
 
@@ -233,7 +240,9 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, c
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
 
 
-FIND_QUESTIONS = ("shape", "color", "name", "name-all", "all")
+YES_NO_FIND_QUESTIONS = ("shape", "color", "all")  # find_example's kinds
+NAMING_FIND_QUESTIONS = ("name", "name-all")  # naming_example's
+FIND_QUESTIONS = YES_NO_FIND_QUESTIONS + NAMING_FIND_QUESTIONS
 
 
 def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "shape") -> tuple[Scene, Question, bool]:
@@ -247,8 +256,8 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
     (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain`'s find phase (`find_steps`) trains on
     it (after a mixture stage it matches the probe: run D there).
     """
-    if questions not in ("shape", "color", "all"):
-        raise ValueError(f"questions must be one of ('shape', 'color', 'all'), got {questions!r} (naming "
+    if questions not in YES_NO_FIND_QUESTIONS:
+        raise ValueError(f"questions must be one of {YES_NO_FIND_QUESTIONS}, got {questions!r} (naming "
                          "questions: naming_example)")
     scene = replicate(random_scene(rng, 1), copies, rng)
     yes = _coin(rng)
@@ -285,8 +294,7 @@ def naming_example(rng: np.random.Generator, copies: int = 1, objects: int = 1,
         cells = rng.choice(GRID * GRID, size=len(shapes), replace=False)
         scene = Scene(tuple(Obj(str(shape), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID,
                                 int(c) % GRID) for shape, c in zip(shapes, cells)), _choice(rng, BACKGROUNDS))
-    thing = scene.objects[0] if len(scene.objects) == 1 else _choice(rng, list(scene.objects))
-    attribute = attributes[0] if len(attributes) == 1 else _choice(rng, list(attributes))
+    thing, attribute = pick(rng, scene.objects), pick(rng, attributes)
     scene = replicate(scene, copies, rng)
     return scene, f"what {attribute} is the {thing.shape} ?", getattr(thing, attribute)
 
@@ -295,7 +303,7 @@ def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "sha
                 templates: TemplateSet | None = None) -> VQAExample:
     """`find_example` rendered and formatted like `sample_vqa`; `questions="name"`: `naming_example` (one
     object, its colour); "name-all": its colour or texture, among up to four objects of distinct shapes."""
-    if questions in ("name", "name-all"):
+    if questions in NAMING_FIND_QUESTIONS:
         scene, question, answer = (naming_example(rng, copies) if questions == "name" else
                                    naming_example(rng, copies, objects=4, attributes=("color", "texture")))
         return VQAExample(render(scene), question, answer)

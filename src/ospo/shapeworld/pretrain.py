@@ -111,26 +111,19 @@ class PretrainConfig:
     # D in docs/shapeworld-model.md): this puts that in one command.
 
     def __post_init__(self):
-        from ospo.shapeworld.mixture import FIND_QUESTIONS
+        from ospo.errors import InputError
+        from ospo.shapeworld.mixture import FIND_QUESTIONS, TEXT_TASKS
 
         bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if k not in FIND_QUESTIONS]
         if bad or not self.find_stages:
-            from ospo.errors import InputError
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
                              f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS}")
-        from ospo.shapeworld.mixture import TEXT_TASKS
-
+        if not self.text_tasks or any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):
+            raise InputError(f"text_tasks: {self.text_tasks!r} is not a comma-separated list of {TEXT_TASKS}")
         if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
-            from ospo.errors import InputError
             raise InputError(f"find_at_lm_step must be 0 or between 1 and lm_steps - 1 ({self.lm_steps - 1}), got "
                              f"{self.find_at_lm_step}")
-
-        if not self.text_tasks or any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):
-            from ospo.errors import InputError
-            raise InputError(f"text_tasks: {self.text_tasks!r} is not a comma-separated list of {TEXT_TASKS}")
         if self.align_target not in ("cells", "words"):
-            from ospo.errors import InputError
-
             raise InputError(f"align_target must be 'cells' or 'words', not {self.align_target!r}")
 
 
@@ -564,9 +557,8 @@ def find_rows(cfg: PretrainConfig, step: int) -> list:
 
     kinds, copies = find_plan(cfg, step)
     rng = np.random.default_rng([cfg.seed, FIND_STREAM, step])
-    # one kind: no draw, so single-stage runs keep the rows they had before stages existed
-    return [mixture.sample_find(rng, copies, kinds[0] if len(kinds) == 1 else kinds[rng.integers(len(kinds))])
-            for _ in range(cfg.find_batch)]
+    # one kind: no draw (`pick`), so single-stage runs keep the rows they had before stages existed
+    return [mixture.sample_find(rng, copies, mixture.pick(rng, kinds)) for _ in range(cfg.find_batch)]
 
 
 @dataclass(frozen=True)
@@ -643,10 +635,8 @@ def text_rows(cfg: PretrainConfig, step: int) -> list:
     """The `mixture.sample_text` rows of text step `step` (tasks of `cfg.text_tasks`), from the step's own stream."""
     from ospo.shapeworld import mixture
 
-    tasks_ = cfg.text_tasks.split(",")
     rng = np.random.default_rng([cfg.seed, TEXT_STREAM, step])
-    return [mixture.sample_text(rng, task=tasks_[0] if len(tasks_) == 1 else tasks_[rng.integers(len(tasks_))])
-            for _ in range(cfg.text_batch)]
+    return [mixture.sample_text(rng, task=mixture.pick(rng, cfg.text_tasks.split(","))) for _ in range(cfg.text_batch)]
 
 
 def train_text(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
