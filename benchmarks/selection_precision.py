@@ -3,7 +3,10 @@ pipeline itself never sees the oracle).
 
 For each rule (v1, v2, v3, and the SILMM-style best-of-N baseline) on the same finished run (stages prompts ...
 score): how many pairs it keeps, how often the chosen image truly satisfies the prompt, how often the rejected
-image truly fails it, and both. A random pick among the same prompt's images is the chance baseline.
+image truly fails it, and both. A random pick among the same prompt's images is the chance baseline. A second
+table splits it by the prompts' sub-category: how often the images drawn for the prompts are truly correct (the
+ceiling a selection can work with), how well the judge's score S separates correct from wrong images (AUC over
+each prompt's own images and questions), and each rule's chosen precision.
 
     python -m benchmarks.selection_precision --run runs/demo [--set select.chosen_threshold=-0.4 ...] [--json out.json]
 """
@@ -48,6 +51,44 @@ def precision(pairs, codes, prompts) -> dict:
             "both": float((a[:, 0] * a[:, 1]).mean()) if len(a) else float("nan")}
 
 
+def auc(pos, neg) -> float:
+    """P(a score of `pos` > one of `neg`), ties count half (the Mann-Whitney AUC); nan when either is empty."""
+    if not len(pos) or not len(neg):
+        return float("nan")
+    p, n = np.asarray(pos, float)[:, None], np.asarray(neg, float)[None, :]
+    return float((p > n).mean() + 0.5 * (p == n).mean())
+
+
+def judge_by_subcategory(scores, codes, prompts, subcategory) -> dict[str, dict]:
+    """Per sub-category: the images scored on their prompt's own (local) questions, the share truly correct, and
+    the AUC of S = mean_k s_k between truly correct and truly wrong images (positives and negatives together)."""
+    rows = defaultdict(list)
+    for sc in scores:
+        pid = sc.question_set_id
+        if pid not in prompts or not sc.p_yes:
+            continue
+        ok = truly_correct(prompts[pid], codes[sc.image_id])
+        if ok is not None:
+            rows[subcategory[pid]].append((ok, float(np.mean(sc.s))))
+    out = {}
+    for sub, r in sorted(rows.items()):
+        good = [s for ok, s in r if ok]
+        bad = [s for ok, s in r if not ok]
+        out[sub] = {"images": len(r), "correct": len(good) / len(r), "auc": auc(good, bad)}
+    return out
+
+
+def chosen_by_subcategory(pairs, codes, prompts, subcategory) -> dict[str, tuple[int, float]]:
+    """Per sub-category: (pairs, share of chosen images truly correct)."""
+    rows = defaultdict(list)
+    for p in pairs:
+        pid = p.provenance.get("prompt_id", p.id)
+        ok = truly_correct(prompts[pid], codes[p.chosen_image_id])
+        if ok is not None:
+            rows[subcategory[pid]].append(ok)
+    return {sub: (len(r), float(np.mean(r))) for sub, r in rows.items()}
+
+
 def chance(images, codes, prompts, seed: int = 0) -> dict:
     """Chosen and rejected drawn at random (without replacement) among each prompt's images."""
     by_prompt = defaultdict(list)
@@ -69,7 +110,7 @@ def chance(images, codes, prompts, seed: int = 0) -> dict:
 
 def main(argv=None) -> None:
     from ospo import pipeline
-    from ospo.records import Image, Prompt, TrainingPair
+    from ospo.records import Image, Prompt, Score, TrainingPair
     from ospo.stages.images import load_image_codes
     from ospo.stages.select import stage_name
 
@@ -83,20 +124,34 @@ def main(argv=None) -> None:
     from ospo.artifacts import StageDir
 
     codes = load_image_codes(StageDir(run, "images"))
-    prompts = {p.id: p.text for p in StageDir(run, "prompts").records() if isinstance(p, Prompt)}
+    prompt_records = [p for p in StageDir(run, "prompts").records() if isinstance(p, Prompt)]
+    prompts = {p.id: p.text for p in prompt_records}
+    subcategory = {p.id: p.subcategory for p in prompt_records}
     images = [i for i in StageDir(run, "images").records() if isinstance(i, Image)]
     results = {"chance (random pick among the prompt's images)": chance(images, codes, prompts)}
+    by_sub = {}
     for rule in RULES:
         rcfg = pipeline.load_run_config(run, [*args.overrides, f"select.rule={rule}"])
         pipeline.run_stages(run, rcfg, ["select"], progress=False)
         pairs = [r for r in StageDir(run, stage_name(rcfg.select)).records() if isinstance(r, TrainingPair)]
         results[rule] = precision(pairs, codes, prompts)
+        by_sub[rule] = chosen_by_subcategory(pairs, codes, prompts, subcategory)
+    scores = [r for r in StageDir(run, "score").records() if isinstance(r, Score)]
+    judge = judge_by_subcategory(scores, codes, prompts, subcategory)
     print(f"selection precision on {run} ({len(prompts)} prompts, {len(images)} images), oracle-scored\n")
     print("| rule | pairs | chosen truly correct | rejected truly wrong | both |")
     print("|---|---|---|---|---|")
     for rule, r in results.items():
         print(f"| {rule} | {r['pairs']} | {r['chosen_correct']:.3f} | {r['rejected_wrong']:.3f} | {r['both']:.3f} |")
+    print("\nby sub-category: images scored on their prompt's own questions, how many are truly correct, how well S "
+          "separates them (AUC), and each rule's pairs with the share of chosen images truly correct\n")
+    print("| sub-category | images | truly correct | judge AUC | " + " | ".join(RULES) + " |")
+    print("|---|---|---|---|" + "---|" * len(RULES))
+    for sub, j in judge.items():
+        cells = [f"{by_sub[r][sub][0]}: {by_sub[r][sub][1]:.2f}" if sub in by_sub[r] else "0" for r in RULES]
+        print(f"| {sub} | {j['images']} | {j['correct']:.2f} | {j['auc']:.2f} | " + " | ".join(cells) + " |")
     if args.json:
+        results["by_subcategory"] = {"judge": judge, "chosen": by_sub}
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 

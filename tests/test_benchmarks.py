@@ -145,3 +145,26 @@ def test_judge_rows_split_accuracy_by_true_answer_and_rank_regardless_of_bias():
 
     rows = judge_rows(np.array([0.9, 0.5, 0.2, -0.1]), np.array([True, True, False, False]))
     assert rows == {"true yes": 1.0, "true no": 0.5, "AUC (ranking)": 1.0}
+
+
+def test_selection_precision_splits_the_judge_and_the_chosen_by_subcategory():
+    from benchmarks.selection_precision import auc, chosen_by_subcategory, judge_by_subcategory
+    from ospo.records import Score, TrainingPair
+    from ospo.shapeworld.codes import scene_to_codes
+    from ospo.shapeworld.world import Obj, Scene
+
+    assert auc([2, 3], [0, 1]) == 1.0 and auc([0], [1]) == 0.0 and auc([1], [1]) == 0.5
+    assert np.isnan(auc([], [1]))
+    red = scene_to_codes(Scene((Obj("circle", "red", "solid", 2, 2),), "gray"))
+    blue = scene_to_codes(Scene((Obj("circle", "blue", "solid", 2, 2),), "gray"))
+    codes = {"a/n0/positive": red, "a/n1/positive": blue, "a/n0/negative": blue, "b/n0/positive": red}
+    prompts = {"a": "a red circle", "b": "a blue circle"}
+    sub = {"a": "color1", "b": "color1x"}
+    scores = [Score("1", "a/n0/positive", "a", (0.9,), (0.1,)), Score("2", "a/n1/positive", "a", (0.4,), (0.6,)),
+              Score("3", "a/n0/negative", "a", (0.5,), (0.5,)), Score("4", "b/n0/positive", "b", (0.9,), (0.1,)),
+              Score("5", "a/n0/positive", "a/n0", (0.9,), (0.1,))]  # a negative's questions: not the prompt's own
+    judge = judge_by_subcategory(scores, codes, prompts, sub)
+    assert judge["color1"] == {"images": 3, "correct": 1 / 3, "auc": 1.0}
+    assert judge["color1x"]["images"] == 1 and judge["color1x"]["correct"] == 0.0 and np.isnan(judge["color1x"]["auc"])
+    pair = TrainingPair("a", "a red circle", None, "a/n1/positive", "a/n0/negative", "v2", {}, {"prompt_id": "a"})
+    assert chosen_by_subcategory([pair], codes, prompts, sub) == {"color1": (1, 0.0)}

@@ -30,3 +30,10 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     again = json.loads((out / "demo.json").read_text())
     assert again["summary"] == info["summary"]
     assert max(v for k, v in again["seconds"].items() if not k.startswith("eval")) < 5.0
+    # other training settings train another adapter: its evaluation is made afresh, never the last one's reused
+    assert main(["demo", "--out", str(out), "--limit", "2", "--images-per-prompt", "1", *SMALL,
+                 "--set", "train.epochs=1"]) == 0
+    third = json.loads((out / "demo.json").read_text())
+    assert third["outputs"]["adapter"] != info["outputs"]["adapter"]
+    trained = json.loads((out / "eval" / "ospo-v2" / "results.json").read_text())
+    assert trained["weights"] == third["outputs"] and third["seconds"]["eval_trained"] > 0
