@@ -60,8 +60,9 @@ def auc(pos, neg) -> float:
 
 
 def judge_by_subcategory(scores, codes, prompts, subcategory) -> dict[str, dict]:
-    """Per sub-category: the images scored on their prompt's own (local) questions, the share truly correct, and
-    the AUC of S = mean_k s_k between truly correct and truly wrong images (positives and negatives together)."""
+    """Per sub-category: the images scored on their prompt's own (local) questions, the share truly correct, the
+    AUC of S = mean_k s_k between truly correct and truly wrong images (positives and negatives together), and the
+    share truly correct among the positive images alone (drawn from the prompt itself: what a chosen image can be)."""
     rows = defaultdict(list)
     for sc in scores:
         pid = sc.question_set_id
@@ -69,12 +70,14 @@ def judge_by_subcategory(scores, codes, prompts, subcategory) -> dict[str, dict]
             continue
         ok = truly_correct(prompts[pid], codes[sc.image_id])
         if ok is not None:
-            rows[subcategory[pid]].append((ok, float(np.mean(sc.s))))
+            rows[subcategory[pid]].append((ok, float(np.mean(sc.s)), sc.image_id.endswith("/positive")))
     out = {}
     for sub, r in sorted(rows.items()):
-        good = [s for ok, s in r if ok]
-        bad = [s for ok, s in r if not ok]
-        out[sub] = {"images": len(r), "correct": len(good) / len(r), "auc": auc(good, bad)}
+        good = [s for ok, s, _ in r if ok]
+        bad = [s for ok, s, _ in r if not ok]
+        pos = [ok for ok, _, positive in r if positive]
+        out[sub] = {"images": len(r), "correct": len(good) / len(r), "auc": auc(good, bad),
+                    "positives": len(pos), "positives_correct": float(np.mean(pos)) if pos else float("nan")}
     return out
 
 
@@ -145,11 +148,16 @@ def main(argv=None) -> None:
         print(f"| {rule} | {r['pairs']} | {r['chosen_correct']:.3f} | {r['rejected_wrong']:.3f} | {r['both']:.3f} |")
     print("\nby sub-category: images scored on their prompt's own questions, how many are truly correct, how well S "
           "separates them (AUC), and each rule's pairs with the share of chosen images truly correct\n")
-    print("| sub-category | images | truly correct | judge AUC | " + " | ".join(RULES) + " |")
-    print("|---|---|---|---|" + "---|" * len(RULES))
+    print("| sub-category | images | truly correct | positives | positives truly correct | judge AUC | "
+          + " | ".join(RULES) + " |")
+    print("|---|---|---|---|---|---|" + "---|" * len(RULES))
     for sub, j in judge.items():
         cells = [f"{by_sub[r][sub][0]}: {by_sub[r][sub][1]:.2f}" if sub in by_sub[r] else "0" for r in RULES]
-        print(f"| {sub} | {j['images']} | {j['correct']:.2f} | {j['auc']:.2f} | " + " | ".join(cells) + " |")
+        print(f"| {sub} | {j['images']} | {j['correct']:.2f} | {j['positives']} | {j['positives_correct']:.2f} | "
+              f"{j['auc']:.2f} | " + " | ".join(cells) + " |")
+    pos = [(j["positives"], j["positives_correct"]) for j in judge.values() if j["positives"]]
+    n = sum(k for k, _ in pos)
+    print(f"\nall positive images: {n}, truly correct {sum(k * c for k, c in pos) / max(n, 1):.3f}")
     if args.json:
         results["by_subcategory"] = {"judge": judge, "chosen": by_sub}
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -164,7 +164,7 @@ def test_selection_precision_splits_the_judge_and_the_chosen_by_subcategory():
               Score("3", "a/n0/negative", "a", (0.5,), (0.5,)), Score("4", "b/n0/positive", "b", (0.9,), (0.1,)),
               Score("5", "a/n0/positive", "a/n0", (0.9,), (0.1,))]  # a negative's questions: not the prompt's own
     judge = judge_by_subcategory(scores, codes, prompts, sub)
-    assert judge["color1"] == {"images": 3, "correct": 1 / 3, "auc": 1.0}
+    assert judge["color1"] == {"images": 3, "correct": 1 / 3, "auc": 1.0, "positives": 2, "positives_correct": 0.5}
     assert judge["color1x"]["images"] == 1 and judge["color1x"]["correct"] == 0.0 and np.isnan(judge["color1x"]["auc"])
     pair = TrainingPair("a", "a red circle", None, "a/n1/positive", "a/n0/negative", "v2", {}, {"prompt_id": "a"})
     assert chosen_by_subcategory([pair], codes, prompts, sub) == {"color1": (1, 0.0)}
