@@ -266,6 +266,21 @@ def test_find_and_text_phases_can_split_the_mixture_and_resume_exactly(tmp_path)
         replace(plain, find_at_lm_step=4)
 
 
+def test_rewarm_gives_the_mixture_after_the_phases_a_schedule_of_its_own():
+    from ospo.errors import InputError
+    from ospo.shapeworld.pretrain import _lr
+
+    base = replace(SMALL, lm_steps=100, warmup_steps=10, lr=1.0, find_at_lm_step=60)
+    re = replace(base, rewarm=True)
+    assert [_lr(re, s) for s in range(60)] == [_lr(base, s) for s in range(60)]  # the same until the split
+    assert _lr(base, 60) < 0.5 and _lr(re, 60) == pytest.approx(0.1)  # tail of the first cosine vs a new warm-up
+    assert _lr(re, 69) == pytest.approx(1.0) and _lr(re, 99) == pytest.approx(0.1, abs=0.01)
+    assert max(_lr(re, s) for s in range(60, 100)) == pytest.approx(1.0)
+    assert all(_lr(re, s) >= _lr(re, s + 1) for s in range(69, 99))  # cosine decay after the second warm-up
+    with pytest.raises(InputError, match="rewarm"):
+        replace(SMALL, rewarm=True)
+
+
 def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
     from ospo.errors import InputError
     from ospo.shapeworld import mixture

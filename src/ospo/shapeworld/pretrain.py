@@ -109,6 +109,10 @@ class PretrainConfig:
     # after its step N for them (logged as phase "mix"), then continues to `lm_steps` with the same optimizer and
     # lr schedule. The find phase needs an LM that has read the image tokens through a mixture first (runs C and
     # D in docs/shapeworld-model.md): this puts that in one command.
+    rewarm: bool = False  # with find_at_lm_step: the mixture's steps after the phases get a schedule of their own
+    # (warm-up to `lr`, cosine to 10%), a recovery stage at full lr like each continuation of the shipped model's
+    # chain had; without it they run at the first schedule's tail (run H in docs/shapeworld-model.md lost its
+    # drawing that way)
 
     def __post_init__(self):
         from ospo.errors import InputError
@@ -123,6 +127,8 @@ class PretrainConfig:
         if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
             raise InputError(f"find_at_lm_step must be 0 or between 1 and lm_steps - 1 ({self.lm_steps - 1}), got "
                              f"{self.find_at_lm_step}")
+        if self.rewarm and not self.find_at_lm_step:
+            raise InputError("rewarm restarts the lr schedule after the find and text phases; it needs find_at_lm_step")
         if self.align_target not in ("cells", "words"):
             raise InputError(f"align_target must be 'cells' or 'words', not {self.align_target!r}")
 
@@ -484,10 +490,13 @@ def init_generation_head(model, bias: float = 3.0) -> None:
 
 # ------------------------------------------------------------------------------------------------ LM mixture
 def _lr(cfg: PretrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
+    """Linear warm-up, then cosine decay to 10% of the peak, over the mixture's steps; with `rewarm`, the steps
+    from `find_at_lm_step` on follow a second such schedule of their own."""
+    start = cfg.find_at_lm_step if cfg.rewarm and step >= cfg.find_at_lm_step else 0
+    step, steps = step - start, cfg.lm_steps - start
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.lm_steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
