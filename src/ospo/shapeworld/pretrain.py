@@ -111,8 +111,8 @@ class PretrainConfig:
     # D in docs/shapeworld-model.md): this puts that in one command.
     rewarm: bool = False  # with find_at_lm_step: the mixture's steps after the phases get a schedule of their own
     # (warm-up to `lr`, cosine to 10%), a recovery stage at full lr like each continuation of the shipped model's
-    # chain had; without it they run at the first schedule's tail (run H in docs/shapeworld-model.md lost its
-    # drawing that way)
+    # chain had; without it they run at the first schedule's tail. Neither reproduced the chain (runs H and H' in
+    # docs/shapeworld-model.md)
 
     def __post_init__(self):
         from ospo.errors import InputError
