@@ -107,6 +107,26 @@ def test_uncond_branch_ignores_the_prompt_text(tiny):
     assert (c[0] - c[1]).abs().max() > 1e-3
 
 
+def test_guided_logps_are_the_samplers_distribution(tiny):
+    """cfg_scale s scores codes under softmax(u + s (c - u)): the distribution greedy sampling takes the argmax of."""
+    s = 3.0
+    codes = tiny.generate_image_tokens(PROMPTS, [5, 6, 7, 8], ImageSampling(cfg_scale=s, temperature=0)).codes
+    guided = tiny.image_token_logps(PROMPTS, codes, cfg_scale=s)
+    # the same from two separate forwards (cond rows alone, uncond rows alone), mixed by hand
+    with torch.no_grad():
+        ids, mask = tiny._image_prompt_ids(PROMPTS)
+        c = tiny.image_token_logits(ids, mask, codes)[0].float()
+        u = tiny.image_token_logits(tiny.uncond_ids(ids), mask, codes)[0].float()
+    full = torch.log_softmax(u + s * (c - u), -1)
+    torch.testing.assert_close(guided, full.gather(-1, codes.unsqueeze(-1)).squeeze(-1), atol=1e-5, rtol=0)
+    assert torch.equal(full.argmax(-1), codes)  # greedy guided sampling took exactly these argmaxes
+    assert (guided - tiny.image_token_logps(PROMPTS, codes)).abs().max() > 1e-3  # not the cond branch
+    torch.testing.assert_close(tiny.image_token_logps(PROMPTS, codes, cfg_scale=1.0),
+                               tiny.image_token_logps(PROMPTS, codes), atol=0, rtol=0)
+    with pytest.raises(InputError, match="cond"):
+        tiny.image_token_logps(PROMPTS, codes, branch="uncond", cfg_scale=s)
+
+
 def test_seeds_give_the_same_images_alone_in_a_batch_or_reordered(tiny):
     prompts = [PROMPTS[i % 4] for i in range(16)]
     seeds = list(range(100, 116))

@@ -59,6 +59,23 @@ def test_overfitting_one_pair_raises_margin_and_reward_accuracy(fresh, tmp_path)
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_guidance_trains_on_the_guided_distribution_and_dpo_references_it(fresh, tmp_path):
+    data = make_pairs(fresh, 2)
+    with torch.no_grad():  # widen the random head's logits so the two branches differ measurably
+        fresh.janus.model.generation_head.vision_head.weight.mul_(30)
+        guided = fresh.image_token_logps(data.prompts, data.chosen, cfg_scale=3.0).mean(-1).mean().item()
+        cond = fresh.image_token_logps(data.prompts, data.chosen).mean(-1).mean().item()
+    assert abs(guided - cond) > 1e-3
+    cfg = dataclasses.replace(FAST, steps=1, batch_size=2, micro_batch_size=2, guidance=3.0, save_every=0,
+                              simpo_weight=0.0, copo_weight=0.0, sft_weight=0.0, dpo_weight=1.0)
+    ref_chosen, ref_rejected = train_mod.reference_logps(fresh, data, 2, guidance=3.0)
+    data.reference_chosen, data.reference_rejected = ref_chosen, ref_rejected
+    train(fresh, data, cfg, tmp_path, progress=False)
+    row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert row["logps/chosen"] == pytest.approx(guided, abs=1e-5)  # logged from the forward, before the update
+    assert row["rewards/margins"] == pytest.approx(0.0, abs=1e-5)  # the reference scores the same distribution
+
+
 def test_full_fine_tuning_trains_the_language_model_only(fresh, tmp_path):
     before = {k: v.clone() for k, v in fresh.janus.state_dict().items()}
     cfg = dataclasses.replace(FAST, steps=1, lora=LoraSettings(enabled=False), lr=1e-3)

@@ -120,6 +120,9 @@ class TrainConfig:
     alpha: float = 1.0
     mask_skip_layers: int = 5  # attention layers skipped at each end for the object masks
     otsu_scale: float = 0.8
+    # the image distribution the losses score: 1 = the conditional branch (the paper); s > 1 = the classifier-free
+    # guided one the sampler draws from, log softmax(u + s * (c - u)) with u the unconditional row (both trained)
+    guidance: float = 1.0
     lora: LoraSettings = LoraSettings()
     lr: float = 1e-5
     schedule: str = "constant"  # constant | cosine (after warm-up)

@@ -317,17 +317,33 @@ class JanusAdapter:
         P, N = prompt_ids.shape[1], codes.shape[1]
         return janus.model.generation_head(out.last_hidden_state[:, P - 1:P + N - 1]), out
 
-    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond") -> torch.Tensor:
+    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond",
+                          cfg_scale: float = 1.0) -> torch.Tensor:
         """Per-token log p(codes[b, t] | prompt_b, codes[b, :t]) by teacher forcing: (B, N) float32.
-        branch 'cond' uses the prompt, 'uncond' the CFG unconditional row. Differentiable (no no_grad here)."""
+        branch 'cond' uses the prompt, 'uncond' the CFG unconditional row; with cfg_scale s > 1 (branch 'cond'
+        only) p is the guided distribution the sampler draws from, softmax(u + s * (c - u)). Differentiable."""
         if branch not in ("cond", "uncond"):
             raise InputError(f"branch must be 'cond' or 'uncond', got '{branch}'")
+        if cfg_scale != 1 and branch != "cond":
+            raise InputError("cfg_scale applies to the 'cond' branch only")
         codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
         if not len(prompts) or len(prompts) != len(codes):
             raise InputError(f"need one code row per prompt, got {len(prompts)} prompts and {len(codes)} rows")
         ids, mask = self._image_prompt_ids(list(prompts), branch)
+        return self.teacher_forced_logps(ids, mask, codes, cfg_scale)
+
+    def teacher_forced_logps(self, ids: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor,
+                             cfg_scale: float = 1.0) -> torch.Tensor:
+        """`image_token_logps` from tokenized prompt rows (B, P): with cfg_scale != 1 the unconditional rows are
+        appended to the same forward and the logits combined as the sampler does."""
+        B = len(ids)
+        if cfg_scale != 1:
+            ids, mask, codes = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask]), torch.cat([codes, codes])
         logits, _ = self.image_token_logits(ids, mask, codes)
-        return torch.log_softmax(logits.float(), -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+        logits = logits.float()
+        if cfg_scale != 1:
+            logits = cfg_mix(logits[:B], logits[B:], cfg_scale)
+        return torch.log_softmax(logits, -1).gather(-1, codes[:B].unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def object_attention(self, prompts: Sequence[str], codes: torch.Tensor, words: Sequence[Sequence[str]]

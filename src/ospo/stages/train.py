@@ -143,16 +143,16 @@ def objective(cfg: TrainConfig, logps: dict, batch: dict) -> tuple[torch.Tensor,
 # ------------------------------------------------------------------------------------------------ model
 class ImageLogps(torch.nn.Module):
     """The trained network as one module (so DDP sees every forward): (prompt ids, mask, codes) -> (B, N)
-    per-token log p(code_t | prompt, codes_<t)."""
+    per-token log p(code_t | prompt, codes_<t), under classifier-free guidance `guidance` when it is not 1."""
 
-    def __init__(self, adapter):
+    def __init__(self, adapter, guidance: float = 1.0):
         super().__init__()
         self.model = adapter.model  # PEFT-wrapped or plain Janus; registered so DDP/FSDP wrap its parameters
         self._adapter = [adapter]  # not a submodule
+        self.guidance = guidance
 
     def forward(self, prompt_ids, prompt_mask, codes):
-        logits, _ = self._adapter[0].image_token_logits(prompt_ids, prompt_mask, codes)
-        return torch.log_softmax(logits.float(), -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+        return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes, self.guidance)
 
 
 def prepare_model(adapter, cfg: TrainConfig, seed: int = 0):
@@ -193,11 +193,13 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------------------------ precomputation
 @torch.no_grad()
-def reference_logps(adapter, data: PairData, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed image-token log-likelihoods of chosen and rejected under the model as it is now (DPO's reference)."""
+def reference_logps(adapter, data: PairData, batch: int, guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed image-token log-likelihoods of chosen and rejected under the model as it is now (DPO's reference),
+    under the same guidance as the trained log-likelihoods."""
     out = []
     for codes in (data.chosen, data.rejected):
-        rows = [adapter.image_token_logps(data.prompts[i:i + batch], codes[i:i + batch]).sum(-1)
+        rows = [adapter.image_token_logps(data.prompts[i:i + batch], codes[i:i + batch],
+                                          cfg_scale=guidance).sum(-1)
                 for i in range(0, len(data), batch)]
         out.append(torch.cat(rows).float().cpu())
     return out[0], out[1]
@@ -415,7 +417,7 @@ def train(adapter, data: PairData, cfg: TrainConfig, out_dir: str | Path, *, see
     total = total_steps(cfg, len(data))
     base_lr = cfg.lr if lr is None else lr
     params = prepare_model(adapter, cfg, seed)
-    module = ImageLogps(adapter)
+    module = ImageLogps(adapter, cfg.guidance)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -590,8 +592,8 @@ def run(ctx) -> dict:
     adapter = ctx.model
     batch = ctx.config.model.batch_size
     if t.dpo_weight:  # the reference: the model before any update, computed once and kept with the pairs
-        ref = _computed_once(out / "reference_logps.safetensors", lambda: reference_logps(adapter, data, batch),
-                             ctx.rank)
+        ref = _computed_once(out / "reference_logps.safetensors",
+                             lambda: reference_logps(adapter, data, batch, t.guidance), ctx.rank)
         data.reference_chosen, data.reference_rejected = ref["chosen"], ref["rejected"]
     if t.object_weighting:
         path = out / "object_weights.safetensors"
