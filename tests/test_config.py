@@ -21,6 +21,7 @@ def test_defaults_file_and_overrides_merge(tmp_path):
     (["model.batch_size=true"], "model.batch_size must be int, got bool"),
     (["images=3"], "images must be a mapping"),
     (["seed"], "--set expects key=value"),
+    (["train.guidance=0.5"], "train.guidance must be >= 1"),
 ])
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:

@@ -143,6 +143,10 @@ class TrainConfig:
     iteration_lr_scale: float = 0.5  # iteration k trains with lr * scale**(k-1)
     num_previews: int = 8  # v3 mask previews written
 
+    def __post_init__(self):
+        if self.guidance < 1:
+            raise ConfigError(f"train.guidance must be >= 1 (1 = the conditional branch), got {self.guidance}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
