@@ -15,19 +15,36 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 RECIPES = ("ospo-v1", "ospo-v2", "ospo-v3", "dpo", "sft-only", "simpo-best-of-n")
 
 
-def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, seed: int, num_dev: int):
+def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, seeds: list[int], num_dev: int,
+             weights: dict) -> dict:
+    """Evaluates `model` once per seed into `out/seed-<k>/` (a finished evaluation of the same weights and
+    settings is reused, so a rerun or more seeds only draw what is missing); returns the payload with the images
+    of every seed pooled."""
+    from ospo.artifacts import atomic_write_text
     from ospo.evaluate.shapeworld import evaluate_shapeworld
     from ospo.shapeworld import evalsets
 
     records = evalsets.dev_split(num_dev) if split == "dev" else None
-    evaluate_shapeworld(model, "geneval" if split == "test" else "dev", out, images_per_prompt, sampling, seed,
-                        records=records)
-    return json.loads((out / "results.json").read_text())
+    pooled = None
+    for seed in seeds:
+        path = out / f"seed-{seed}" / "results.json"
+        payload = json.loads(path.read_text()) if path.exists() else {}
+        if not (payload.get("weights") == weights and payload.get("seed") == seed and payload.get("num_dev") ==
+                (num_dev if split == "dev" else None) and payload.get("images_per_prompt") == images_per_prompt and
+                payload.get("sampling") == asdict(sampling)):
+            evaluate_shapeworld(model, "geneval" if split == "test" else "dev", path.parent, images_per_prompt,
+                                sampling, seed, records=records)
+            payload = json.loads(path.read_text())
+            payload.update(weights=weights, num_dev=num_dev if split == "dev" else None)
+            atomic_write_text(path, json.dumps(payload, indent=1))
+        pooled = payload if pooled is None else {**pooled, "images": pooled["images"] + payload["images"]}
+    return pooled
 
 
 def main(argv=None) -> None:
@@ -43,9 +60,11 @@ def main(argv=None) -> None:
     ap.add_argument("--run", required=True, help="a ShapeWorld run directory with the data stages done")
     ap.add_argument("--split", choices=["dev", "test"], default="dev")
     ap.add_argument("--recipes", default=",".join(RECIPES))
-    ap.add_argument("--images-per-prompt", type=int, default=4)
+    ap.add_argument("--images-per-prompt", type=int, default=16, help="as `ospo demo` (GenEval's protocol: 4)")
     ap.add_argument("--num-dev", type=int, default=8, help="dev prompts per sub-category")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="first evaluation seed")
+    ap.add_argument("--seeds", type=int, default=1, help="evaluation seeds seed .. seed+N-1, their images pooled "
+                    "per prompt (another seed draws other images of the same prompts)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config overrides for training")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -54,8 +73,9 @@ def main(argv=None) -> None:
     base = JanusAdapter.from_pretrained(resolve_model_path(cfg.model.path), batch_size=cfg.model.batch_size)
     sampling = ImageSampling(cfg_scale=base.janus.generation_config.guidance_scale or cfg.images.cfg_scale)
     out = run / f"recipes-{args.split}"
-    results = {"base": evaluate(base, args.split, out / "base", args.images_per_prompt, sampling, args.seed,
-                                args.num_dev)}
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    results = {"base": evaluate(base, args.split, out / "base", args.images_per_prompt, sampling, seeds,
+                                args.num_dev, {"model": str(resolve_model_path(cfg.model.path))})}
     seconds = {}
     for recipe in args.recipes.split(","):
         rcfg = pipeline.load_run_config(run, [*args.overrides, f"recipe={recipe}"])
@@ -65,12 +85,14 @@ def main(argv=None) -> None:
         outputs = RunContext(run, rcfg).stage(stage_name(rcfg)).manifest()["outputs"]
         model = JanusAdapter.from_pretrained(resolve_model_path(rcfg.model.path), adapter=outputs.get("adapter"),
                                              batch_size=cfg.model.batch_size)
-        results[recipe] = evaluate(model, args.split, out / recipe, args.images_per_prompt, sampling, args.seed,
-                                   args.num_dev)
+        results[recipe] = evaluate(model, args.split, out / recipe, args.images_per_prompt, sampling, seeds,
+                                   args.num_dev, {"model": str(resolve_model_path(rcfg.model.path)),
+                                                  "adapter": outputs.get("adapter")})
     base_results = image_results(results["base"])
     summaries = {name: summarize(image_results(r)) for name, r in results.items()}
     tasks = list(summaries["base"].tasks)
-    print(f"ShapeWorld-GenEval ({args.split} split), {args.images_per_prompt} images per prompt, same seeds; "
+    print(f"ShapeWorld-GenEval ({args.split} split), {args.images_per_prompt} images per prompt x {len(seeds)} "
+          f"seed(s) {seeds}, same seeds for every model; "
           f"mean [95% interval]; last column: paired difference to base\n")
     print("| model | " + " | ".join(tasks) + " | overall | vs base |")
     print("|---" * (len(tasks) + 3) + "|")

@@ -168,3 +168,28 @@ def test_selection_precision_splits_the_judge_and_the_chosen_by_subcategory():
     assert judge["color1x"]["images"] == 1 and judge["color1x"]["correct"] == 0.0 and np.isnan(judge["color1x"]["auc"])
     pair = TrainingPair("a", "a red circle", None, "a/n1/positive", "a/n0/negative", "v2", {}, {"prompt_id": "a"})
     assert chosen_by_subcategory([pair], codes, prompts, sub) == {"color1": (1, 0.0)}
+
+
+def test_recipes_evaluation_pools_seeds_and_reuses_finished_evaluations(tmp_path, monkeypatch):
+    from benchmarks import recipes
+    from ospo.evaluate import shapeworld as sw_eval
+    from ospo.model import JanusAdapter
+    from ospo.sampling import ImageSampling
+    from ospo.shapeworld import checkpoint_path
+
+    model = JanusAdapter.from_pretrained(str(checkpoint_path()), batch_size=16)
+    sampling = ImageSampling(cfg_scale=3.0)
+    weights = {"model": "shipped"}
+    one = recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0], 1, weights)
+    two = recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0, 1], 1, weights)  # draws seed 1 only
+    assert len(two["images"]) == 2 * len(one["images"]) > 0
+    assert two["images"][:len(one["images"])] == one["images"]  # seed 0 reused as it was
+    assert {i["prompt_id"] for i in two["images"]} == {i["prompt_id"] for i in one["images"]}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished evaluation was drawn again")
+
+    monkeypatch.setattr(sw_eval, "evaluate_shapeworld", refuse)
+    assert recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0, 1], 1, weights) == two
+    with pytest.raises(AssertionError, match="drawn again"):  # other weights: never another model's scores
+        recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0], 1, {"model": "shipped", "adapter": "a"})

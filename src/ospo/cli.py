@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="shapeworld", help="config name or YAML path (default: shapeworld)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set recipe=ospo-v3 (repeatable)")
-    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--images-per-prompt", type=int, default=16,
+                   help="images per evaluation prompt (default 16; GenEval's protocol draws 4, but ShapeWorld-GenEval "
+                        "has only 3-100 prompts per task, and at 4 the paired interval is wider than the effect)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts of every evaluation task")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
     p.set_defaults(func=cmd_demo)

@@ -72,7 +72,7 @@ def comparison_table(base: dict, trained: dict, label: str) -> tuple[str, dict]:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", overrides: list[str] = (),
-             eval_set: str = "geneval", images_per_prompt: int = 4, limit: int | None = None, seed: int = 0,
+             eval_set: str = "geneval", images_per_prompt: int = 16, limit: int | None = None, seed: int = 0,
              report: bool = True) -> dict:
     """Runs the demo (resumable); returns {'table': markdown, 'summary': numbers, 'seconds': per phase}."""
     from ospo import pipeline
