@@ -68,6 +68,8 @@ def main(argv=None) -> None:
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config overrides for training")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error(f"--seeds must be >= 1, got {args.seeds}")
     run = Path(args.run)
     cfg = pipeline.load_run_config(run, args.overrides)
     base = JanusAdapter.from_pretrained(resolve_model_path(cfg.model.path), batch_size=cfg.model.batch_size)

@@ -338,7 +338,8 @@ class JanusAdapter:
         appended to the same forward and the logits combined as the sampler does."""
         B = len(ids)
         if cfg_scale != 1:
-            ids, mask, codes = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask]), torch.cat([codes, codes])
+            ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
+            codes = torch.cat([codes, codes])
         logits, _ = self.image_token_logits(ids, mask, codes)
         logits = logits.float()
         if cfg_scale != 1:
