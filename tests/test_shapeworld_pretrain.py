@@ -281,6 +281,33 @@ def test_rewarm_gives_the_mixture_after_the_phases_a_schedule_of_its_own():
         replace(SMALL, rewarm=True)
 
 
+def test_fresh_optimizer_restarts_adamw_after_the_phases_and_resumes_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    from ospo.errors import InputError
+
+    plain = replace(SMALL, lm_steps=4, find_at_lm_step=2)
+    fresh = replace(plain, fresh_optimizer=True)
+    pretrain(tmp_path / "kept", plain, spec=small_spec())
+    pretrain(tmp_path / "fresh", fresh, spec=small_spec())
+    kept, new = (load_file(tmp_path / d / "model.safetensors") for d in ("kept", "fresh"))
+    assert not all(torch.equal(kept[k], new[k]) for k in kept)  # the same steps, other optimizer moments
+    log = lambda d: [json.loads(r) for r in (tmp_path / d / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r for r in log("kept") if r["phase"] != "lm"] == [r for r in log("fresh") if r["phase"] != "lm"]
+
+    def crash(phase, step, total, metrics):
+        if phase == "lm" and step == 3:  # after the first saved step past the split
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "crash", fresh, progress=crash, spec=small_spec())
+    pretrain(tmp_path / "crash", fresh, spec=small_spec())
+    again = load_file(tmp_path / "crash" / "model.safetensors")
+    assert all(torch.equal(new[k], again[k]) for k in new)
+    with pytest.raises(InputError, match="fresh_optimizer"):
+        replace(SMALL, fresh_optimizer=True)
+
+
 def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
     from ospo.errors import InputError
     from ospo.shapeworld import mixture

@@ -113,6 +113,9 @@ class PretrainConfig:
     # (warm-up to `lr`, cosine to 10%), a recovery stage at full lr like each continuation of the shipped model's
     # chain had; without it they run at the first schedule's tail. Neither reproduced the chain (runs H and H' in
     # docs/shapeworld-model.md)
+    fresh_optimizer: bool = False  # with find_at_lm_step: the mixture after the phases starts a new AdamW (as every
+    # command of the chain did) instead of the moments it had before them (run H' resumed those: its first 100 steps
+    # after the phases averaged grad norm 85 against 42 without rewarm)
 
     def __post_init__(self):
         from ospo.errors import InputError
@@ -129,6 +132,8 @@ class PretrainConfig:
                              f"{self.find_at_lm_step}")
         if self.rewarm and not self.find_at_lm_step:
             raise InputError("rewarm restarts the lr schedule after the find and text phases; it needs find_at_lm_step")
+        if self.fresh_optimizer and not self.find_at_lm_step:
+            raise InputError("fresh_optimizer restarts AdamW after the find and text phases; it needs find_at_lm_step")
         if self.align_target not in ("cells", "words"):
             raise InputError(f"align_target must be 'cells' or 'words', not {self.align_target!r}")
 
@@ -694,7 +699,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
              first: int = 0, last: int | None = None) -> dict:
     """The LM mixture's steps [first, last) (default: all of them) as `phase`: "lm", or "mix" for the part before
     the find and text phases when `cfg.find_at_lm_step` splits it; "lm" then starts at that step from the
-    optimizer state "mix" left."""
+    optimizer state "mix" left (or a new one with `cfg.fresh_optimizer`)."""
     last = cfg.lm_steps if last is None else last
     model = adapter.janus
     params = lm_parameters(model, cfg.freeze_vision, cfg.freeze_aligner)
@@ -703,8 +708,9 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     start = _load_state(state_dir, phase, model, opt)
-    if start < first:  # the mixture continues after the phases that split it, with its own optimizer state
-        opt.load_state_dict(torch.load(state_dir / "optimizer-mix.pt", weights_only=True))
+    if start < first:  # the mixture continues after the phases that split it: with its own optimizer state, or
+        if not cfg.fresh_optimizer:  # with a new one
+            opt.load_state_dict(torch.load(state_dir / "optimizer-mix.pt", weights_only=True))
         start = first
     recent: list[dict] = []
     state_dir.mkdir(parents=True, exist_ok=True)
