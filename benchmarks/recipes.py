@@ -44,7 +44,23 @@ def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, see
             payload.update(weights=weights, num_dev=num_dev if split == "dev" else None)
             atomic_write_text(path, json.dumps(payload, indent=1))
         pooled = payload if pooled is None else {**pooled, "images": pooled["images"] + payload["images"]}
-    return pooled
+    pooled = {k: v for k, v in pooled.items() if k not in ("seed", "summary")}
+    return {**pooled, "seeds": list(seeds)}
+
+
+def weights_identity(model_path, adapter: str | None) -> dict:
+    """What an evaluation was drawn from: the paths and the content hashes of their weight files (a retrained
+    adapter at the same path, or another shipped checkpoint, is another model)."""
+    from ospo.artifacts import file_hash
+
+    out = {"model": str(model_path)}
+    for key, folder, name in (("model", model_path, "model.safetensors"),
+                              ("adapter", adapter, "adapter_model.safetensors")):
+        if folder is not None:
+            out[key] = str(folder)
+            f = Path(folder) / name
+            out[f"{key}_hash"] = file_hash(f) if f.is_file() else None
+    return out
 
 
 def main(argv=None) -> None:
@@ -77,7 +93,7 @@ def main(argv=None) -> None:
     out = run / f"recipes-{args.split}"
     seeds = list(range(args.seed, args.seed + args.seeds))
     results = {"base": evaluate(base, args.split, out / "base", args.images_per_prompt, sampling, seeds,
-                                args.num_dev, {"model": str(resolve_model_path(cfg.model.path))})}
+                                args.num_dev, weights_identity(resolve_model_path(cfg.model.path), None))}
     seconds = {}
     for recipe in args.recipes.split(","):
         rcfg = pipeline.load_run_config(run, [*args.overrides, f"recipe={recipe}"])
@@ -88,8 +104,8 @@ def main(argv=None) -> None:
         model = JanusAdapter.from_pretrained(resolve_model_path(rcfg.model.path), adapter=outputs.get("adapter"),
                                              batch_size=cfg.model.batch_size)
         results[recipe] = evaluate(model, args.split, out / recipe, args.images_per_prompt, sampling, seeds,
-                                   args.num_dev, {"model": str(resolve_model_path(rcfg.model.path)),
-                                                  "adapter": outputs.get("adapter")})
+                                   args.num_dev, weights_identity(resolve_model_path(rcfg.model.path),
+                                                                  outputs.get("adapter")))
     base_results = image_results(results["base"])
     summaries = {name: summarize(image_results(r)) for name, r in results.items()}
     tasks = list(summaries["base"].tasks)

@@ -179,17 +179,29 @@ def test_recipes_evaluation_pools_seeds_and_reuses_finished_evaluations(tmp_path
 
     model = JanusAdapter.from_pretrained(str(checkpoint_path()), batch_size=16)
     sampling = ImageSampling(cfg_scale=3.0)
-    weights = {"model": "shipped"}
+    weights = recipes.weights_identity(checkpoint_path(), None)
+    assert weights["model_hash"]  # the content, not only the path
+    drawn = []
+    real = sw_eval.evaluate_shapeworld
+
+    def spy(model, set_name, out, images_per_prompt, sampling, seed, **kw):
+        drawn.append(seed)
+        return real(model, set_name, out, images_per_prompt, sampling, seed, **kw)
+
+    monkeypatch.setattr(sw_eval, "evaluate_shapeworld", spy)
     one = recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0], 1, weights)
-    two = recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0, 1], 1, weights)  # draws seed 1 only
+    two = recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0, 1], 1, weights)
+    assert drawn == [0, 1] and two["seeds"] == [0, 1]  # seed 0 drawn once, then reused
     assert len(two["images"]) == 2 * len(one["images"]) > 0
-    assert two["images"][:len(one["images"])] == one["images"]  # seed 0 reused as it was
-    assert {i["prompt_id"] for i in two["images"]} == {i["prompt_id"] for i in one["images"]}
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a finished evaluation was drawn again")
-
-    monkeypatch.setattr(sw_eval, "evaluate_shapeworld", refuse)
+    n = len(one["images"])
+    assert two["images"][:n] == one["images"]
+    assert [i["prompt_id"] for i in two["images"][n:]] == [i["prompt_id"] for i in one["images"]]
+    assert {i["seed"] for i in two["images"][n:]}.isdisjoint({i["seed"] for i in one["images"]})  # other draws
     assert recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0, 1], 1, weights) == two
-    with pytest.raises(AssertionError, match="drawn again"):  # other weights: never another model's scores
-        recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0], 1, {"model": "shipped", "adapter": "a"})
+    assert drawn == [0, 1]
+    # any other setting or other weights: drawn again, never another evaluation's scores
+    recipes.evaluate(model, "dev", tmp_path, 1, sampling, [0], 1, {**weights, "model_hash": "other"})
+    other = {**weights, "model_hash": "other"}
+    recipes.evaluate(model, "dev", tmp_path, 1, ImageSampling(cfg_scale=2.0), [0], 1, other)
+    recipes.evaluate(model, "dev", tmp_path, 2, ImageSampling(cfg_scale=2.0), [0], 1, other)
+    assert drawn == [0, 1, 0, 0, 0]

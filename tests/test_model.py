@@ -120,6 +120,7 @@ def test_guided_logps_are_the_samplers_distribution(tiny):
     full = torch.log_softmax(u + s * (c - u), -1)
     torch.testing.assert_close(guided, full.gather(-1, codes.unsqueeze(-1)).squeeze(-1), atol=1e-5, rtol=0)
     assert torch.equal(full.argmax(-1), codes)  # greedy guided sampling took exactly these argmaxes
+    assert not torch.equal(c.argmax(-1), codes)  # ... which are not the conditional branch's
     assert (guided - tiny.image_token_logps(PROMPTS, codes)).abs().max() > 1e-3  # not the cond branch
     torch.testing.assert_close(tiny.image_token_logps(PROMPTS, codes, cfg_scale=1.0),
                                tiny.image_token_logps(PROMPTS, codes), atol=0, rtol=0)

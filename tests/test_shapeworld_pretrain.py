@@ -296,11 +296,13 @@ def test_fresh_optimizer_restarts_adamw_after_the_phases_and_resumes_exactly(tmp
     assert [r for r in log("kept") if r["phase"] != "lm"] == [r for r in log("fresh") if r["phase"] != "lm"]
 
     def crash(phase, step, total, metrics):
-        if phase == "lm" and step == 3:  # after the first saved step past the split
+        if phase == "lm" and step == 4:  # step 3, the first past the split, is saved with its optimizer state
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         pretrain(tmp_path / "crash", fresh, progress=crash, spec=small_spec())
+    state = next(p.parent for p in (tmp_path / "crash").rglob("position.json"))
+    assert (state / "optimizer-lm.pt").exists()  # the resume below continues that state, not a new one
     pretrain(tmp_path / "crash", fresh, spec=small_spec())
     again = load_file(tmp_path / "crash" / "model.safetensors")
     assert all(torch.equal(new[k], again[k]) for k in new)

@@ -121,7 +121,9 @@ class TrainConfig:
     mask_skip_layers: int = 5  # attention layers skipped at each end for the object masks
     otsu_scale: float = 0.8
     # the image distribution the losses score: 1 = the conditional branch (the paper); s > 1 = the classifier-free
-    # guided one the sampler draws from, log softmax(u + s * (c - u)) with u the unconditional row (both trained)
+    # guided one the sampler draws from (at temperature 1 without top-k / top-p), log softmax(u + s * (c - u)) with
+    # u the unconditional row; both rows get gradients (u with weight 1 - s), and each forward has twice the rows,
+    # so a micro-batch that fits at 1 may need halving
     guidance: float = 1.0
     lora: LoraSettings = LoraSettings()
     lr: float = 1e-5

@@ -9,7 +9,9 @@ Conventions
 - Image prompts are `chat(prompt) + <begin_of_image>`; batches are left-padded. Positions are a plain
   arange over the padded row in every path (sampling, teacher forcing), so the two agree exactly.
 - `ImageTokens.logps[b, t] = log p(codes[b, t] | prompt_b, codes[b, :t])` under the conditional branch,
-  without guidance: the quantity training optimises (`l(y|x)` in the method).
+  without guidance: `l(y|x)` in the method, what training optimises with `train.guidance` 1 (the paper);
+  `image_token_logps(..., cfg_scale=s)` gives the guided distribution the sampler draws from (at temperature 1,
+  no top-k / top-p), what training optimises with `train.guidance` s.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class UnifiedModel(Protocol):
 
     def yes_no_scores(self, images: Sequence, questions: Sequence[Sequence[str]]) -> list[YesNo]: ...
 
-    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond") -> torch.Tensor: ...
+    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond",
+                          cfg_scale: float = 1.0) -> torch.Tensor: ...
 
     def object_attention(self, prompts: Sequence[str], codes: torch.Tensor,
                          words: Sequence[Sequence[str]]) -> list[torch.Tensor]: ...
