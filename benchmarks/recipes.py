@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 RECIPES = ("ospo-v1", "ospo-v2", "ospo-v3", "dpo", "sft-only", "simpo-best-of-n")
@@ -23,44 +22,27 @@ RECIPES = ("ospo-v1", "ospo-v2", "ospo-v3", "dpo", "sft-only", "simpo-best-of-n"
 
 def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, seeds: list[int], num_dev: int,
              weights: dict) -> dict:
-    """Evaluates `model` once per seed into `out/seed-<k>/` (a finished evaluation of the same weights and
-    settings is reused, so a rerun or more seeds only draw what is missing); returns the payload with the images
-    of every seed pooled."""
-    from ospo.artifacts import atomic_write_text
-    from ospo.evaluate.shapeworld import evaluate_shapeworld
+    """Evaluates `model` once per seed into `out/seed-<k>/` (`evaluate_reusing`: a finished evaluation of the same
+    weights and settings is kept, so a rerun or more seeds only draw what is missing); returns the payload with
+    the images of every seed pooled."""
+    from ospo.evaluate.shapeworld import evaluate_reusing
     from ospo.shapeworld import evalsets
 
-    records = evalsets.dev_split(num_dev) if split == "dev" else None
-    pooled = None
-    for seed in seeds:
-        path = out / f"seed-{seed}" / "results.json"
-        payload = json.loads(path.read_text()) if path.exists() else {}
-        if not (payload.get("weights") == weights and payload.get("seed") == seed and payload.get("num_dev") ==
-                (num_dev if split == "dev" else None) and payload.get("images_per_prompt") == images_per_prompt and
-                payload.get("sampling") == asdict(sampling)):
-            evaluate_shapeworld(model, "geneval" if split == "test" else "dev", path.parent, images_per_prompt,
-                                sampling, seed, records=records)
-            payload = json.loads(path.read_text())
-            payload.update(weights=weights, num_dev=num_dev if split == "dev" else None)
-            atomic_write_text(path, json.dumps(payload, indent=1))
-        pooled = payload if pooled is None else {**pooled, "images": pooled["images"] + payload["images"]}
-    pooled = {k: v for k, v in pooled.items() if k not in ("seed", "summary")}
-    return {**pooled, "seeds": list(seeds)}
+    dev = split == "dev"
+    records = evalsets.dev_split(num_dev) if dev else None
+    payloads = [evaluate_reusing(model, out / f"seed-{seed}", "dev" if dev else "geneval", images_per_prompt,
+                                 sampling, seed, weights, records=records, extra={"num_dev": num_dev if dev else None})
+                for seed in seeds]
+    pooled = {k: v for k, v in payloads[0].items() if k not in ("seed", "summary")}
+    return {**pooled, "seeds": list(seeds), "images": [i for p in payloads for i in p["images"]]}
 
 
 def weights_identity(model_path, adapter: str | None) -> dict:
-    """What an evaluation was drawn from: the paths and the content hashes of their weight files (a retrained
-    adapter at the same path, or another shipped checkpoint, is another model)."""
-    from ospo.artifacts import file_hash
+    """What an evaluation was drawn from: the weights' paths and the content hashes of their files."""
+    from ospo.evaluate.shapeworld import weights_hashes
 
-    out = {"model": str(model_path)}
-    for key, folder, name in (("model", model_path, "model.safetensors"),
-                              ("adapter", adapter, "adapter_model.safetensors")):
-        if folder is not None:
-            out[key] = str(folder)
-            f = Path(folder) / name
-            out[f"{key}_hash"] = file_hash(f) if f.is_file() else None
-    return out
+    paths = {"model": str(model_path), **({"adapter": str(adapter)} if adapter is not None else {})}
+    return {**paths, **{f"{k}_hash": h for k, h in weights_hashes(paths).items()}}
 
 
 def main(argv=None) -> None:

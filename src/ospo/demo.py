@@ -17,28 +17,6 @@ from pathlib import Path
 from ospo.artifacts import atomic_write_text
 
 
-def _evaluate(model, out: Path, set_name: str, images_per_prompt: int, sampling, seed: int, limit,
-              weights: dict | None = None):
-    """Evaluates into `out` unless a finished results.json with the same settings and the same `weights` (what
-    the evaluated model was loaded from: a rerun with other selection or training settings trains another adapter,
-    which must not inherit the last one's scores) is there; returns its payload."""
-    from ospo.evaluate.shapeworld import evaluate_shapeworld
-
-    path = out / "results.json"
-    if path.exists():
-        payload = json.loads(path.read_text())
-        if payload.get("images_per_prompt") == images_per_prompt and payload.get("seed") == seed and \
-                payload.get("sampling") == asdict(sampling) and payload.get("limit") == limit and \
-                payload.get("weights") == weights:
-            return payload
-    evaluate_shapeworld(model, set_name, out, images_per_prompt, sampling, seed, limit)
-    payload = json.loads(path.read_text())
-    payload["limit"] = limit
-    payload["weights"] = weights
-    atomic_write_text(path, json.dumps(payload, indent=1))
-    return payload
-
-
 def image_results(payload: dict) -> list:
     """The per-image results of an evaluation's results.json payload, for summarize / compare."""
     from ospo.shapeworld.evalsets import ImageResult
@@ -77,6 +55,7 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
     """Runs the demo (resumable); returns {'table': markdown, 'summary': numbers, 'seconds': per phase}."""
     from ospo import pipeline
     from ospo.config import load_config
+    from ospo.evaluate.shapeworld import evaluate_reusing
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
     from ospo.stages import STAGES, RunContext, resolve_model_path
@@ -95,7 +74,8 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
 
     print(f"[1/3] evaluating the base model on ShapeWorld-{eval_set} ...", flush=True)
     t0 = time.monotonic()
-    base_eval = _evaluate(base, out / "eval" / "base", eval_set, images_per_prompt, sampling, seed, limit)
+    base_eval = evaluate_reusing(base, out / "eval" / "base", eval_set, images_per_prompt, sampling, seed,
+                                 {"model": str(resolve_model_path(m.path)), "adapter": m.adapter}, limit)
     seconds["eval_base"] = time.monotonic() - t0
 
     print(f"[2/3] one OSPO iteration ({cfg.recipe}) in {run_dir} ...", flush=True)
@@ -116,8 +96,8 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
     t0 = time.monotonic()
     trained = JanusAdapter.from_pretrained(outputs["model"] if "model" in outputs else resolve_model_path(m.path),
                                            dtype="float32", adapter=outputs.get("adapter"), batch_size=m.batch_size)
-    trained_eval = _evaluate(trained, out / "eval" / cfg.recipe, eval_set, images_per_prompt, sampling, seed, limit,
-                             weights=outputs)
+    trained_eval = evaluate_reusing(trained, out / "eval" / cfg.recipe, eval_set, images_per_prompt, sampling, seed,
+                                    outputs, limit)
     seconds["eval_trained"] = time.monotonic() - t0
 
     table, numbers = comparison_table(base_eval, trained_eval, cfg.recipe)

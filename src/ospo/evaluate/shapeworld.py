@@ -110,6 +110,38 @@ def evaluate_shapeworld(model, set_name: str, out_dir: Path | None = None, image
     return summary
 
 
+def weights_hashes(weights: dict | None) -> dict:
+    """Content hashes of the weight files behind `weights` ({"model": dir, "adapter": dir}, either optional): a
+    retrained adapter or another checkpoint at the same path is another model."""
+    from ospo.artifacts import file_hash
+
+    out = {}
+    for key, name in (("model", "model.safetensors"), ("adapter", "adapter_model.safetensors")):
+        f = Path(str((weights or {}).get(key))) / name
+        if (weights or {}).get(key) and f.is_file():
+            out[key] = file_hash(f)
+    return out
+
+
+def evaluate_reusing(model, out: Path, set_name: str, images_per_prompt: int, sampling: ImageSampling, seed: int,
+                     weights: dict | None, limit: int | None = None, records=None, extra: dict | None = None) -> dict:
+    """`evaluate_shapeworld` into `out` unless a finished results.json there was drawn with the same settings
+    (`extra` included) from the same `weights` (paths and file contents); returns the results.json payload."""
+    from ospo.artifacts import atomic_write_text
+
+    path = Path(out) / "results.json"
+    wanted = {"images_per_prompt": images_per_prompt, "seed": seed, "sampling": asdict(sampling), "limit": limit,
+              "weights": weights, "weights_hashes": weights_hashes(weights), **(extra or {})}
+    if path.exists():
+        payload = json.loads(path.read_text())
+        if all(payload.get(k) == v for k, v in wanted.items()):
+            return payload
+    evaluate_shapeworld(model, set_name, out, images_per_prompt, sampling, seed, limit=limit, records=records)
+    payload = {**json.loads(path.read_text()), **wanted}
+    atomic_write_text(path, json.dumps(payload, indent=1))
+    return payload
+
+
 def summary_dict(summary: evalsets.Summary) -> dict:
     return {"tasks": {t: asdict(e) for t, e in summary.tasks.items()}, "overall": asdict(summary.overall)}
 
