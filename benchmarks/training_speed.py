@@ -124,7 +124,7 @@ def make_step(adapter, cfg, data, pngs=None, seed: int = 0):
             prompts, codes, batch = _micro_batch(view, idx, device)
             ids, mask = adapter._image_prompt_ids(prompts)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                token_logps = module(ids, mask, codes)  # (3b, N)
+                token_logps, _ = module(ids, mask, codes)  # (3b, N)
             b = len(micro)
             logps = {"chosen": token_logps[:b], "rejected": token_logps[b:2 * b], "negative": token_logps[2 * b:]}
             losses, _ = objective(cfg, logps, batch)

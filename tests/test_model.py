@@ -126,6 +126,13 @@ def test_guided_logps_are_the_samplers_distribution(tiny):
                                tiny.image_token_logps(PROMPTS, codes), atol=0, rtol=0)
     with pytest.raises(InputError, match="cond"):
         tiny.image_token_logps(PROMPTS, codes, branch="uncond", cfg_scale=s)
+    # training's drift monitor: the same forward also gives the unconditional row's own log-probs, detached
+    with torch.no_grad():
+        g2, unc = tiny.teacher_forced_logps(ids, mask, codes, s, with_uncond=True)
+    torch.testing.assert_close(g2, guided, atol=1e-6, rtol=0)
+    torch.testing.assert_close(unc, tiny.image_token_logps(PROMPTS, codes, branch="uncond"), atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match="with_uncond"):
+        tiny.teacher_forced_logps(ids, mask, codes, 1.0, with_uncond=True)
 
 
 def test_seeds_give_the_same_images_alone_in_a_batch_or_reordered(tiny):

@@ -65,6 +65,7 @@ def test_guidance_trains_on_the_guided_distribution_and_dpo_references_it(fresh,
         fresh.janus.model.generation_head.vision_head.weight.mul_(30)
         guided = fresh.image_token_logps(data.prompts, data.chosen, cfg_scale=3.0).mean(-1).mean().item()
         cond = fresh.image_token_logps(data.prompts, data.chosen).mean(-1).mean().item()
+        fresh_uncond = fresh.image_token_logps(data.prompts, data.chosen, branch="uncond").mean(-1).mean().item()
     assert abs(guided - cond) > 1e-3
     cfg = dataclasses.replace(FAST, steps=1, batch_size=2, micro_batch_size=2, guidance=3.0, save_every=0,
                               simpo_weight=0.0, copo_weight=0.0, sft_weight=0.0, dpo_weight=1.0)
@@ -73,6 +74,8 @@ def test_guidance_trains_on_the_guided_distribution_and_dpo_references_it(fresh,
     train(fresh, data, cfg, tmp_path, progress=False)
     row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     assert row["logps/chosen"] == pytest.approx(guided, abs=1e-5)  # logged from the forward, before the update
+    # the shared unconditional row's likelihood of the chosen images (its drift), logged from the same forward
+    assert row["logps/uncond_chosen"] == pytest.approx(fresh_uncond, abs=1e-5)
     assert row["rewards/margins"] == pytest.approx(0.0, abs=1e-5)  # the reference scores the same distribution
 
 

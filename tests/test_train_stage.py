@@ -75,6 +75,31 @@ def test_dpo_keeps_the_reference_log_probs_with_the_pairs(trained_run):
     assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the first step
 
 
+def test_the_dpo_reference_scores_the_guided_distribution_training_uses(trained_run, tiny):
+    """With train.guidance s the stage's stored reference is the model's log-likelihood under CFG s, not the
+    conditional branch's: otherwise DPO's first-step margin would not be 0 and its reward would measure guidance."""
+    from safetensors.torch import load_file
+
+    from ospo.stages import RunContext
+    from ospo.stages.select import stage_name as select_name
+    from ospo.stages.train import load_pair_data, reference_logps
+
+    over = ["recipe=dpo", "train.guidance=3.0", *[s for s in SMALL if s != "--set"]]
+    assert main(["stage", "train", "--run", str(trained_run), *[a for o in over for a in ("--set", o)]]) == 0
+    stage = _train_dir(trained_run, *over)
+    ref = load_file(str(stage.path / "reference_logps.safetensors"))
+    cfg = load_config(trained_run / "config.yaml", over)
+    ctx = RunContext(trained_run, cfg)
+    data, _ = load_pair_data(ctx, ctx.stage(select_name(cfg.select)))
+    with torch.no_grad():
+        guided, plain = reference_logps(tiny, data, 4, guidance=3.0), reference_logps(tiny, data, 4)
+    torch.testing.assert_close(ref["chosen"], guided[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ref["rejected"], guided[1], atol=1e-4, rtol=0)
+    assert (ref["chosen"] - plain[0]).abs().max() > 1e-3
+    rows = [json.loads(r) for r in (stage.path / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4) and "logps/uncond_chosen" in rows[0]
+
+
 def test_iterations_train_on_data_from_the_previous_iterations_model(tmp_path, config_file):  # noqa: F811
     out = tmp_path / "iters"
     for k in (1, 2):

@@ -336,18 +336,29 @@ class JanusAdapter:
         return self.teacher_forced_logps(ids, mask, codes, cfg_scale)
 
     def teacher_forced_logps(self, ids: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor,
-                             cfg_scale: float = 1.0) -> torch.Tensor:
+                             cfg_scale: float = 1.0, with_uncond: bool = False):
         """`image_token_logps` from tokenized prompt rows (B, P): with cfg_scale != 1 the unconditional rows are
-        appended to the same forward and the logits combined as the sampler does."""
+        appended to the same forward and the logits combined as the sampler does.
+
+        with_uncond (cfg_scale != 1 only): also returns the unconditional row's own per-token log-probs of the
+        codes, detached, (guided, uncond): what training under guidance does to the shared unconditional row."""
         B = len(ids)
         if cfg_scale != 1:
             ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
             codes = torch.cat([codes, codes])
+        elif with_uncond:
+            raise InputError("with_uncond needs cfg_scale != 1 (without guidance no unconditional row is run)")
         logits, _ = self.image_token_logits(ids, mask, codes)
         logits = logits.float()
+        uncond = None
         if cfg_scale != 1:
+            if with_uncond:
+                with torch.no_grad():
+                    u = logits[B:]
+                    uncond = u.gather(-1, codes[B:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(u, -1)
             logits = cfg_mix(logits[:B], logits[B:], cfg_scale)
-        return torch.log_softmax(logits, -1).gather(-1, codes[:B].unsqueeze(-1)).squeeze(-1)
+        guided = torch.log_softmax(logits, -1).gather(-1, codes[:B].unsqueeze(-1)).squeeze(-1)
+        return (guided, uncond) if with_uncond else guided
 
     @torch.no_grad()
     def object_attention(self, prompts: Sequence[str], codes: torch.Tensor, words: Sequence[Sequence[str]]

@@ -143,7 +143,8 @@ def objective(cfg: TrainConfig, logps: dict, batch: dict) -> tuple[torch.Tensor,
 # ------------------------------------------------------------------------------------------------ model
 class ImageLogps(torch.nn.Module):
     """The trained network as one module (so DDP sees every forward): (prompt ids, mask, codes) -> (B, N)
-    per-token log p(code_t | prompt, codes_<t), under classifier-free guidance `guidance` when it is not 1."""
+    per-token log p(code_t | prompt, codes_<t), under classifier-free guidance `guidance` when it is not 1; then
+    also the unconditional row's own per-token log-probs, detached (to watch its drift), else None."""
 
     def __init__(self, adapter, guidance: float = 1.0):
         super().__init__()
@@ -152,7 +153,9 @@ class ImageLogps(torch.nn.Module):
         self.guidance = guidance
 
     def forward(self, prompt_ids, prompt_mask, codes):
-        return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes, self.guidance)
+        if self.guidance == 1:
+            return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes), None
+        return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes, self.guidance, with_uncond=True)
 
 
 def prepare_model(adapter, cfg: TrainConfig, seed: int = 0):
@@ -449,11 +452,13 @@ def train(adapter, data: PairData, cfg: TrainConfig, out_dir: str | Path, *, see
                 ctx = acc.no_sync(module) if not sync and world > 1 else contextlib.nullcontext()
                 with ctx:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        token_logps = module(ids.to(device), mask.to(device), codes)
+                        token_logps, uncond_logps = module(ids.to(device), mask.to(device), codes)
                     b = len(micro)
                     logps = {"chosen": token_logps[:b], "rejected": token_logps[b:2 * b],
                              "negative": token_logps[2 * b:]}
                     losses, metrics = objective(cfg, logps, batch)
+                    if uncond_logps is not None:  # the shared unconditional row's likelihood of the chosen images
+                        metrics["logps/uncond_chosen"] = sequence_logp(uncond_logps[:b].float())
                     loss = losses.sum() * world / cfg.batch_size
                     if not torch.isfinite(loss):
                         kept = _checkpoints(out)
