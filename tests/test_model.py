@@ -135,6 +135,32 @@ def test_guided_logps_are_the_samplers_distribution(tiny):
         tiny.teacher_forced_logps(ids, mask, codes, 1.0, with_uncond=True)
 
 
+def test_guided_logps_with_the_unconditional_row_detached(tiny_dir):
+    """uncond_grad=False: same values, but the gradient is that of log softmax(s c + (1 - s) sg(u))."""
+    model = JanusAdapter.from_pretrained(str(tiny_dir))
+    s, head = 3.0, model.janus.model.generation_head.vision_head.weight
+    codes = torch.randint(0, model.codebook_size, (2, model.num_image_tokens), generator=torch.Generator().manual_seed(1))
+    ids, mask = model._image_prompt_ids(PROMPTS[:2])
+
+    def grad(fn):
+        head.grad = None
+        fn().sum().backward()
+        return head.grad.clone()
+
+    def by_hand():
+        c = model.image_token_logits(ids, mask, codes)[0].float()
+        u = model.image_token_logits(model.uncond_ids(ids), mask, codes)[0].float().detach()
+        return torch.log_softmax(u + s * (c - u), -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+
+    detached = grad(lambda: model.teacher_forced_logps(ids, mask, codes, s, uncond_grad=False))
+    torch.testing.assert_close(detached, grad(by_hand), atol=1e-5, rtol=1e-4)
+    both = grad(lambda: model.teacher_forced_logps(ids, mask, codes, s))
+    assert (both - detached).abs().max() > 1e-4  # the trained unconditional row adds its own gradient
+    with torch.no_grad():
+        torch.testing.assert_close(model.teacher_forced_logps(ids, mask, codes, s, uncond_grad=False),
+                                   model.teacher_forced_logps(ids, mask, codes, s), atol=0, rtol=0)
+
+
 def test_seeds_give_the_same_images_alone_in_a_batch_or_reordered(tiny):
     prompts = [PROMPTS[i % 4] for i in range(16)]
     seeds = list(range(100, 116))

@@ -336,12 +336,13 @@ class JanusAdapter:
         return self.teacher_forced_logps(ids, mask, codes, cfg_scale)
 
     def teacher_forced_logps(self, ids: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor,
-                             cfg_scale: float = 1.0, with_uncond: bool = False):
+                             cfg_scale: float = 1.0, with_uncond: bool = False, uncond_grad: bool = True):
         """`image_token_logps` from tokenized prompt rows (B, P): with cfg_scale != 1 the unconditional rows are
         appended to the same forward and the logits combined as the sampler does.
 
         with_uncond (cfg_scale != 1 only): also returns the unconditional row's own per-token log-probs of the
-        codes, detached, (guided, uncond): what training under guidance does to the shared unconditional row."""
+        codes, detached, (guided, uncond): what training under guidance does to the shared unconditional row.
+        uncond_grad=False detaches the unconditional logits in the mix (gradients reach the conditional rows only)."""
         B = len(ids)
         if cfg_scale != 1:
             ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
@@ -356,7 +357,7 @@ class JanusAdapter:
                 with torch.no_grad():
                     u = logits[B:]
                     uncond = u.gather(-1, codes[B:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(u, -1)
-            logits = cfg_mix(logits[:B], logits[B:], cfg_scale)
+            logits = cfg_mix(logits[:B], logits[B:] if uncond_grad else logits[B:].detach(), cfg_scale)
         guided = torch.log_softmax(logits, -1).gather(-1, codes[:B].unsqueeze(-1)).squeeze(-1)
         return (guided, uncond) if with_uncond else guided
 

@@ -146,16 +146,17 @@ class ImageLogps(torch.nn.Module):
     per-token log p(code_t | prompt, codes_<t), under classifier-free guidance `guidance` when it is not 1; then
     also the unconditional row's own per-token log-probs, detached (to watch its drift), else None."""
 
-    def __init__(self, adapter, guidance: float = 1.0):
+    def __init__(self, adapter, guidance: float = 1.0, uncond_grad: bool = True):
         super().__init__()
         self.model = adapter.model  # PEFT-wrapped or plain Janus; registered so DDP/FSDP wrap its parameters
         self._adapter = [adapter]  # not a submodule
-        self.guidance = guidance
+        self.guidance, self.uncond_grad = guidance, uncond_grad
 
     def forward(self, prompt_ids, prompt_mask, codes):
         if self.guidance == 1:
             return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes), None
-        return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes, self.guidance, with_uncond=True)
+        return self._adapter[0].teacher_forced_logps(prompt_ids, prompt_mask, codes, self.guidance, with_uncond=True,
+                                                     uncond_grad=self.uncond_grad)
 
 
 def prepare_model(adapter, cfg: TrainConfig, seed: int = 0):
@@ -420,7 +421,7 @@ def train(adapter, data: PairData, cfg: TrainConfig, out_dir: str | Path, *, see
     total = total_steps(cfg, len(data))
     base_lr = cfg.lr if lr is None else lr
     params = prepare_model(adapter, cfg, seed)
-    module = ImageLogps(adapter, cfg.guidance)
+    module = ImageLogps(adapter, cfg.guidance, cfg.guidance_uncond_grad)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
