@@ -22,6 +22,7 @@ def test_defaults_file_and_overrides_merge(tmp_path):
     (["images=3"], "images must be a mapping"),
     (["seed"], "--set expects key=value"),
     (["train.guidance=0.5"], "train.guidance must be >= 1"),
+    (["train.guidance_uncond_grad=false"], "train.guidance_uncond_grad=false needs train.guidance > 1"),
 ])
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:

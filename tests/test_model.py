@@ -127,8 +127,8 @@ def test_guided_logps_are_the_samplers_distribution(tiny):
     with pytest.raises(InputError, match="cond"):
         tiny.image_token_logps(PROMPTS, codes, branch="uncond", cfg_scale=s)
     # training's drift monitor: the same forward also gives the unconditional row's own log-probs, detached
-    with torch.no_grad():
-        g2, unc = tiny.teacher_forced_logps(ids, mask, codes, s, with_uncond=True)
+    g2, unc = tiny.teacher_forced_logps(ids, mask, codes, s, with_uncond=True)
+    assert g2.requires_grad and not unc.requires_grad  # a monitor: no gradient through it
     torch.testing.assert_close(g2, guided, atol=1e-6, rtol=0)
     torch.testing.assert_close(unc, tiny.image_token_logps(PROMPTS, codes, branch="uncond"), atol=1e-5, rtol=0)
     with pytest.raises(InputError, match="with_uncond"):

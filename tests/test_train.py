@@ -79,6 +79,23 @@ def test_guidance_trains_on_the_guided_distribution_and_dpo_references_it(fresh,
     assert row["rewards/margins"] == pytest.approx(0.0, abs=1e-5)  # the reference scores the same distribution
 
 
+def test_guidance_uncond_grad_reaches_training(tiny_dir, tmp_path):
+    """train.guidance_uncond_grad=false detaches the unconditional row: the same step then moves the weights
+    differently (the loss value logged is the same, both score the same guided distribution)."""
+    weights, logged = [], []
+    for flag in (True, False):
+        model = JanusAdapter.from_pretrained(str(tiny_dir))
+        with torch.no_grad():
+            model.janus.model.generation_head.vision_head.weight.mul_(30)
+        cfg = dataclasses.replace(FAST, steps=1, batch_size=2, micro_batch_size=2, guidance=3.0, save_every=0,
+                                  guidance_uncond_grad=flag)
+        train(model, make_pairs(model, 2), cfg, tmp_path / str(flag), progress=False)
+        weights.append({k: v.detach().clone() for k, v in model.model.state_dict().items() if "lora_B" in k})
+        logged.append(json.loads((tmp_path / str(flag) / "log.jsonl").read_text().splitlines()[0]))
+    assert logged[0]["loss"] == pytest.approx(logged[1]["loss"], abs=1e-5)
+    assert any((weights[0][k] - weights[1][k]).abs().max() > 1e-6 for k in weights[0])
+
+
 def test_full_fine_tuning_trains_the_language_model_only(fresh, tmp_path):
     before = {k: v.clone() for k, v in fresh.janus.state_dict().items()}
     cfg = dataclasses.replace(FAST, steps=1, lora=LoraSettings(enabled=False), lr=1e-3)

@@ -151,6 +151,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.guidance < 1:
             raise ConfigError(f"train.guidance must be >= 1 (1 = the conditional branch), got {self.guidance}")
+        if not self.guidance_uncond_grad and self.guidance == 1:
+            raise ConfigError("train.guidance_uncond_grad=false needs train.guidance > 1 (at 1 no unconditional row "
+                              "is run)")
 
 
 @dataclass(frozen=True)

@@ -354,9 +354,9 @@ class JanusAdapter:
         uncond = None
         if cfg_scale != 1:
             if with_uncond:
-                with torch.no_grad():
-                    u = logits[B:]
-                    uncond = u.gather(-1, codes[B:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(u, -1)
+                with torch.no_grad():  # row by row: one (N, V) temporary, not another copy of all the logits
+                    uncond = torch.stack([u.gather(-1, k.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(u, -1)
+                                          for u, k in zip(logits[B:], codes[B:])])
             logits = cfg_mix(logits[:B], logits[B:] if uncond_grad else logits[B:].detach(), cfg_scale)
         guided = torch.log_softmax(logits, -1).gather(-1, codes[:B].unsqueeze(-1)).squeeze(-1)
         return (guided, uncond) if with_uncond else guided

@@ -142,9 +142,10 @@ def objective(cfg: TrainConfig, logps: dict, batch: dict) -> tuple[torch.Tensor,
 
 # ------------------------------------------------------------------------------------------------ model
 class ImageLogps(torch.nn.Module):
-    """The trained network as one module (so DDP sees every forward): (prompt ids, mask, codes) -> (B, N)
-    per-token log p(code_t | prompt, codes_<t), under classifier-free guidance `guidance` when it is not 1; then
-    also the unconditional row's own per-token log-probs, detached (to watch its drift), else None."""
+    """The trained network as one module (so DDP sees every forward): (prompt ids, mask, codes) -> (logps,
+    uncond): logps (B, N) the per-token log p(code_t | prompt, codes_<t), under classifier-free guidance `guidance`
+    when it is not 1; uncond (B, N) the unconditional row's own per-token log-probs then, detached (to watch its
+    drift), else None."""
 
     def __init__(self, adapter, guidance: float = 1.0, uncond_grad: bool = True):
         super().__init__()
@@ -357,7 +358,7 @@ class MetricLog:
 
 def plot_curves(log_path: Path, out_png: Path,
                 keys=("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
-                      "grad_norm")) -> None:
+                      "grad_norm", "logps/uncond_chosen")) -> None:
     """A small grid of line plots of the logged metrics against step (PIL only, no plotting library)."""
     from PIL import Image, ImageDraw
 
