@@ -100,6 +100,17 @@ def test_the_dpo_reference_scores_the_guided_distribution_training_uses(trained_
     assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4) and "logps/uncond_chosen" in rows[0]
 
 
+@pytest.mark.parametrize("recipe", ["ospo-v2", "ospo-v3", "dpo"])
+def test_a_selection_that_keeps_no_pairs_is_one_clear_line(trained_run, recipe, capsys):
+    """v3's masks and DPO's reference are computed before the loop: an empty selection must not reach them."""
+    over = ["--set", f"recipe={recipe}", "--set", "select.chosen_threshold=1.0", "--set", "select.v3_tau=1.5"]
+    assert main(["stage", "select", "--run", str(trained_run), *over]) == 0
+    capsys.readouterr()
+    assert main(["stage", "train", "--run", str(trained_run), *over, *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "no training pairs: the selection (select-v" in err and "Traceback" not in err
+
+
 def test_iterations_train_on_data_from_the_previous_iterations_model(tmp_path, config_file):  # noqa: F811
     out = tmp_path / "iters"
     for k in (1, 2):
