@@ -1,6 +1,7 @@
 """The training stage inside a run directory: outputs that load, v3 masks, the DPO reference, iterations."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -109,6 +110,7 @@ def test_a_selection_that_keeps_no_pairs_is_one_clear_line(trained_run, recipe, 
     assert main(["stage", "train", "--run", str(trained_run), *over, *SMALL]) == 2
     err = capsys.readouterr().err
     assert "no training pairs: the selection (select-v" in err and "Traceback" not in err
+    assert re.search(r"kept none of [1-9]\d* prompts", err)  # the selection's input, not the pairs lacking codes
 
 
 def test_iterations_train_on_data_from_the_previous_iterations_model(tmp_path, config_file):  # noqa: F811

@@ -125,8 +125,8 @@ class TrainConfig:
     # u the unconditional row; both rows get gradients (u with weight 1 - s), and each forward has twice the rows,
     # so a micro-batch that fits at 1 may need halving
     guidance: float = 1.0
-    # with guidance > 1: false scores the guided distribution with the unconditional row's logits detached, so only
-    # the conditional row is pushed (the unconditional one still moves with the shared weights, and the loss sees it)
+    # with guidance > 1: true (default) trains both rows (u with weight 1 - s); false lets the gradient flow through
+    # the conditional logits only (u still changes indirectly, through the weights both rows share)
     guidance_uncond_grad: bool = True
     lora: LoraSettings = LoraSettings()
     lr: float = 1e-5

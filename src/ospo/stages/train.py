@@ -597,8 +597,12 @@ def run(ctx) -> dict:
     t = cfg.train
     data, rejected = load_pair_data(ctx, ctx.stage(select_dir))
     if not len(data):  # before the reference and the masks, which would fail on nothing less clearly
-        raise TrainingError(f"no training pairs: the selection ({select_dir}) kept none of {len(rejected)} prompts; "
-                            f"its manifest counts the rejection reasons")
+        if rejected:
+            raise TrainingError(f"no training pairs: all {len(rejected)} pairs the selection ({select_dir}) kept "
+                                f"lack stored image codes (rerun the images stage)")
+        counts = ctx.stage(select_dir).manifest().get("counts", {})
+        raise TrainingError(f"no training pairs: the selection ({select_dir}) kept none of {counts.get('in', '?')} "
+                            f"prompts; its manifest counts the rejection reasons")
     adapter = ctx.model
     batch = ctx.config.model.batch_size
     if t.dpo_weight:  # the reference: the model before any update, computed once and kept with the pairs
