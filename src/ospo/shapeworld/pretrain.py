@@ -51,6 +51,8 @@ TEXT_STREAM = 6
 class PretrainConfig:
     seed: int = 0
     vq_steps: int = 600  # VQ decoder steps
+    vq_stop_at: int = 0  # end the VQ phase after this step, its lr schedule still spanning `vq_steps` (the shipped
+    # VQ ran 1600 steps of a 7000-step schedule: pretrain_recipes/shipped.yaml); 0 = at `vq_steps`
     vq_batch: int = 6
     vq_lr: float = 1e-3
     lm_steps: int = 2400  # steps of the LM mixture
@@ -134,8 +136,53 @@ class PretrainConfig:
             raise InputError("rewarm restarts the lr schedule after the find and text phases; it needs find_at_lm_step")
         if self.fresh_optimizer and not self.find_at_lm_step:
             raise InputError("fresh_optimizer restarts AdamW after the find and text phases; it needs find_at_lm_step")
+        if not 0 <= self.vq_stop_at <= self.vq_steps:
+            raise InputError(f"vq_stop_at must be 0 or between 1 and vq_steps ({self.vq_steps}), got {self.vq_stop_at}")
         if self.align_target not in ("cells", "words"):
             raise InputError(f"align_target must be 'cells' or 'words', not {self.align_target!r}")
+
+
+def config_fields(values: dict, where: str) -> dict:
+    """Typed PretrainConfig fields from user input (`--set` strings or a recipe's YAML values): an unknown field
+    names the closest one; a value that is not of the field's type is refused. `where` prefixes the messages."""
+    import difflib
+    from dataclasses import fields
+
+    from ospo.errors import InputError
+
+    types = {f.name: type(f.default) for f in fields(PretrainConfig)}
+    out = {}
+    for key, value in values.items():
+        if key not in types:
+            close = difflib.get_close_matches(str(key), types, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; fields: {', '.join(types)}"
+            raise InputError(f"{where}{key!r}: not a pretraining field{hint}")
+        kind = types[key]
+        text = value.strip() if isinstance(value, str) else None
+        try:
+            if kind is bool:
+                if isinstance(value, bool):
+                    out[key] = value
+                elif text is not None and text.lower() in ("1", "true", "yes", "0", "false", "no"):
+                    out[key] = text.lower() in ("1", "true", "yes")
+                else:
+                    raise ValueError
+            elif kind is str:
+                if not isinstance(value, str):
+                    raise ValueError
+                out[key] = value
+            elif isinstance(value, bool):
+                raise ValueError
+            elif kind is int:
+                number = float(text) if text is not None else value
+                if not isinstance(number, (int, float)) or number != int(number):
+                    raise ValueError
+                out[key] = int(number)
+            else:
+                out[key] = float(text if text is not None else value)
+        except (ValueError, TypeError, OverflowError):
+            raise InputError(f"{where}{key}={value!r}: {key} takes a {kind.__name__}") from None
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ VQ decoder
@@ -266,7 +313,8 @@ def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None)
     _truncate_log(state_dir, "vq", start)
     vq.train()
     losses = []
-    for step in range(start, cfg.vq_steps):
+    end = cfg.vq_stop_at or cfg.vq_steps
+    for step in range(start, end):
         for g in opt.param_groups:
             g["lr"] = cfg.vq_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vq_steps))
         codes, target = vq_batch(np.random.default_rng([cfg.seed, 1, step]), cfg.vq_batch)
@@ -282,10 +330,10 @@ def train_vq_decoder(model, cfg: PretrainConfig, state_dir: Path, progress=None)
         _optimizer_step(opt, loss, "vq", step, params)
         losses.append(loss.item())
         if progress:
-            progress(step + 1, cfg.vq_steps, {"vq_l1": loss.item()})
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vq_steps:
+            progress(step + 1, end, {"vq_l1": loss.item()})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             metrics = {"vq_l1": float(np.mean(losses[-cfg.checkpoint_every:]))}
-            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.vq_steps):
+            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == end):
                 metrics["vq_readback"] = vq_readback(vq, cfg.seed)
                 vq.train()
             _log(state_dir, {"phase": "vq", "step": step + 1, "lr": opt.param_groups[0]["lr"], **metrics})
@@ -798,7 +846,8 @@ def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
     atomic_write_text(path, json.dumps(asdict(cfg), indent=1))
     return cfg
 
-def assemble(vq_weights: str | Path, lm_weights: str | Path, out_dir: str | Path, provenance: dict) -> Path:
+def assemble(vq_weights: str | Path, lm_weights: str | Path, out_dir: str | Path, provenance: dict,
+             spec: TinyJanusSpec | None = None) -> Path:
     """Joins the VQ of one run and everything else of another (the phases are independent, see
     `reinit_outside_vq`) into a checkpoint: safetensors weights of a pretraining state or a saved model."""
     from safetensors.torch import load_file
@@ -806,7 +855,7 @@ def assemble(vq_weights: str | Path, lm_weights: str | Path, out_dir: str | Path
     from ospo.shapeworld.world import vocabulary
     from ospo.tiny import build_tiny_janus
 
-    model, processor = build_tiny_janus(shapeworld_spec(), vocabulary(), seed=0)
+    model, processor = build_tiny_janus(spec or shapeworld_spec(), vocabulary(), seed=0)
     model.generation_config.guidance_scale = 3.0
     vq, lm = load_file(str(vq_weights)), load_file(str(lm_weights))
     state = {k: (vq if k.startswith("model.vqmodel.") else lm)[k] for k in model.state_dict()}

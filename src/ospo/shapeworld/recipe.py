@@ -1,0 +1,163 @@
+"""Pretraining recipes: a chain of `pretrain` stages run by one command.
+
+The shipped checkpoint was not made by one pretraining run but by a chain: a VQ run, an LM run from scratch, the two
+joined, then five continuations, each starting from the one before (docs/shapeworld-model.md). A recipe writes that
+chain down as data, and `run_recipe` runs it:
+
+    stages:
+      - name: lm
+        set: {lm_steps: 2400, factor_head: true}     # PretrainConfig fields
+      - name: S
+        assemble: {vq: vq, rest: lm}                 # the VQ of stage vq, everything else of stage lm
+      - name: A
+        set: {init_from: S, lm_steps: 800}           # init_from names an earlier stage
+
+Each stage runs into OUT/stages/<name>/ as an ordinary pretraining run (resumable, its own log); a finished stage
+is skipped when the command is run again, and a stage whose settings changed since it ran is refused rather than
+mixed. The last stage's checkpoint is then copied into OUT with a pretrain.json that records every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ospo.artifacts import atomic_write_text
+from ospo.errors import InputError, OspoError
+
+STAGE_KEYS = ("name", "set", "assemble")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    fields: dict  # typed PretrainConfig fields (init_from: an earlier stage's name)
+    assemble: tuple[str, str] | None = None  # (stage whose VQ, stage whose everything else)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    text: str  # the YAML as read, recorded with the result
+    stages: tuple[Stage, ...]
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ospo.shapeworld").joinpath("pretrain_recipes").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A packaged recipe by name (`recipe_names()`) or a YAML file; every mistake is an InputError naming it."""
+    from ospo.shapeworld.pretrain import PretrainConfig, config_fields
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise InputError(f"pretraining recipe {name_or_path}: no such file")
+        name, text = path.stem, path.read_text()
+    elif name_or_path in recipe_names():
+        name = name_or_path
+        text = resources.files("ospo.shapeworld").joinpath("pretrain_recipes", f"{name}.yaml").read_text()
+    else:
+        raise InputError(f"pretraining recipe {name_or_path!r}: not a file and not one of {recipe_names()}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"pretraining recipe {name}: not valid YAML ({e})") from None
+    if not isinstance(data, dict) or set(data) != {"stages"} or not isinstance(data["stages"], list) \
+            or not data["stages"]:
+        raise InputError(f"pretraining recipe {name}: expected one key, 'stages', holding a non-empty list")
+    stages: list[Stage] = []
+    for i, raw in enumerate(data["stages"]):
+        where = f"pretraining recipe {name}, stage {i + 1}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+            raise InputError(f"{where}: expected a mapping with a 'name'")
+        where = f"pretraining recipe {name}, stage {raw['name']!r}"
+        bad = [k for k in raw if k not in STAGE_KEYS]
+        if bad:
+            raise InputError(f"{where}: unknown key(s) {bad}; a stage has {STAGE_KEYS}")
+        if raw["name"] in {s.name for s in stages} or "/" in raw["name"] or raw["name"] in (".", ".."):
+            raise InputError(f"{where}: a stage name must be unique and usable as a folder name")
+        earlier = [s.name for s in stages]
+        if "assemble" in raw:
+            parts = raw["assemble"]
+            if "set" in raw or not isinstance(parts, dict) or set(parts) != {"vq", "rest"} \
+                    or any(parts[k] not in earlier for k in parts):
+                raise InputError(f"{where}: 'assemble' takes {{vq: STAGE, rest: STAGE}} naming earlier stages "
+                                 f"{earlier} and no 'set'")
+            stages.append(Stage(raw["name"], {}, (parts["vq"], parts["rest"])))
+            continue
+        values = raw.get("set") or {}
+        if not isinstance(values, dict):
+            raise InputError(f"{where}: 'set' must map PretrainConfig fields to values")
+        if "seed" in values:
+            raise InputError(f"{where}: 'seed' comes from the command (--seed), not the recipe")
+        fields = config_fields(values, f"{where}: ")
+        if fields.get("init_from") and fields["init_from"] not in earlier:
+            raise InputError(f"{where}: init_from={fields['init_from']!r} must name an earlier stage {earlier}")
+        try:
+            PretrainConfig(**fields)
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
+        stages.append(Stage(raw["name"], fields))
+    return Recipe(name, text, tuple(stages))
+
+
+def stage_dir(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / "stages" / name
+
+
+def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None, keep_state: bool = False,
+               spec=None) -> dict:
+    """Runs (or resumes) every stage of `recipe` into OUT/stages/, then copies the last stage's checkpoint into
+    OUT. `progress(stage, phase, step, total, metrics)`. Returns OUT/pretrain.json's content."""
+    from dataclasses import asdict
+
+    from ospo.shapeworld.pretrain import PretrainConfig, assemble, pretrain
+
+    out = Path(out_dir)
+    if (out / "pretrain-state").exists():
+        raise OspoError(f"{out} holds a single-stage pretraining run; resume it with the flags that started it "
+                        f"(--set ... / --recipe single), or use a new --out for the recipe")
+    for stage in recipe.stages:
+        where = stage_dir(out, stage.name)
+        planned = {"recipe": recipe.name, "seed": seed, "set": stage.fields,
+                   "assemble": list(stage.assemble) if stage.assemble else None}
+        record = where / "stage.json"
+        if record.exists():
+            ran = json.loads(record.read_text())
+            if ran != planned:
+                raise OspoError(f"stage {stage.name} in {where} ran with other settings ({record}: {ran}); the "
+                                f"recipe now says {planned}. Use a new --out, or restore the recipe")
+        else:
+            where.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(record, json.dumps(planned, indent=1))
+        if (where / "pretrain.json").exists():
+            continue  # finished earlier
+        if stage.assemble:
+            vq, rest = (stage_dir(out, s) / "model.safetensors" for s in stage.assemble)
+            assemble(vq, rest, where, {"assembled": {"vq": stage.assemble[0], "rest": stage.assemble[1]}}, spec=spec)
+            continue
+        fields = dict(stage.fields)
+        if fields.get("init_from"):
+            fields["init_from"] = str(stage_dir(out, fields["init_from"]).resolve())
+        pretrain(where, PretrainConfig(seed=seed, **fields),
+                 progress and (lambda phase, step, total, metrics, name=stage.name:
+                               progress(name, phase, step, total, metrics)),
+                 keep_state=keep_state, spec=spec)
+    last = stage_dir(out, recipe.stages[-1].name)
+    for f in sorted(last.iterdir()):
+        if f.is_file() and f.name not in ("pretrain.json", "stage.json"):
+            shutil.copyfile(f, out / f.name)
+    stages = {s.name: json.loads((stage_dir(out, s.name) / "pretrain.json").read_text()) for s in recipe.stages}
+    info = {"recipe": recipe.name, "seed": seed, "recipe_yaml": recipe.text, "stages": stages,
+            "final": stages[recipe.stages[-1].name].get("final", {}),
+            "default_config": asdict(PretrainConfig(seed=seed))}
+    atomic_write_text(out / "pretrain.json", json.dumps(info, indent=1))
+    return info

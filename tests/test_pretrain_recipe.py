@@ -1,0 +1,200 @@
+"""Pretraining recipes: a chain of stages is the same as running its commands by hand, resumes, and refuses
+mistakes with one clear line."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ospo.errors import InputError, OspoError
+from ospo.shapeworld.pretrain import PretrainConfig, assemble, config_fields, pretrain, shapeworld_spec
+from ospo.shapeworld.recipe import load_recipe, recipe_names, run_recipe, stage_dir
+
+TINY = dict(vq_batch=2, vision_steps=1, vision_batch=2, batch_t2i=3, batch_vqa=2, batch_text=2, checkpoint_every=1,
+            eval_every=0, warmup_steps=1)
+
+RECIPE = """
+stages:
+  - name: vq
+    set: {vq_steps: 4, vq_stop_at: 2, lm_steps: 0, vision_steps: 0, vq_batch: 2, checkpoint_every: 1,
+          eval_every: 0}
+  - name: lm
+    set: {vq_steps: 0, lm_steps: 2, vision_steps: 1, vision_batch: 2, batch_t2i: 3, batch_vqa: 2, batch_text: 2,
+          checkpoint_every: 1, eval_every: 0, warmup_steps: 1, lr: 1e-3}
+  - name: S
+    assemble: {vq: vq, rest: lm}
+  - name: A
+    set: {init_from: S, vq_steps: 0, lm_steps: 2, vision_steps: 0, text_steps: 2, text_batch: 2, batch_t2i: 3,
+          batch_vqa: 2, batch_text: 2, checkpoint_every: 1, eval_every: 0, warmup_steps: 1}
+"""
+
+
+def small_spec():
+    return replace(shapeworld_spec(), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                   vision_hidden_size=32, vision_layers=1)
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+def test_a_recipe_is_its_stages_run_by_hand_and_resumes_after_a_crash(tmp_path, recipe_file):
+    spec = small_spec()
+    # by hand: the commands the recipe stands for
+    hand = tmp_path / "hand"
+    pretrain(hand / "vq", PretrainConfig(vq_steps=4, vq_stop_at=2, lm_steps=0, vision_steps=0, vq_batch=2,
+                                         checkpoint_every=1, eval_every=0), spec=spec)
+    pretrain(hand / "lm", PretrainConfig(vq_steps=0, lm_steps=2, lr=1e-3, **TINY), spec=spec)
+    assemble(hand / "vq" / "model.safetensors", hand / "lm" / "model.safetensors", hand / "S", {}, spec=spec)
+    pretrain(hand / "A", replace(PretrainConfig(vq_steps=0, lm_steps=2, text_steps=2, text_batch=2, **TINY),
+                                 vision_steps=0, init_from=str(hand / "S")), spec=spec)
+
+    recipe = load_recipe(str(recipe_file))
+    out = tmp_path / "out"
+
+    def crash(stage, phase, step, total, metrics):
+        if stage == "A" and phase == "text" and step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(out, recipe, progress=crash, spec=spec)
+    assert not (out / "model.safetensors").exists()
+    seen = []
+    info = run_recipe(out, recipe, progress=lambda stage, phase, *_: seen.append((stage, phase)), spec=spec)
+    assert set(seen) == {("A", "text"), ("A", "lm")}  # finished stages are not redone
+    assert _same(_weights(out), _weights(hand / "A"))
+    assert _same(_weights(stage_dir(out, "S")), _weights(hand / "S"))
+    vq = _weights(stage_dir(out, "vq"))
+    assert [json.loads(r)["step"] for r in (stage_dir(out, "vq") / "pretrain_log.jsonl").read_text().splitlines()] \
+        == [1, 2]  # vq_stop_at: two steps of a four-step schedule
+    assert _same({k: v for k, v in vq.items() if k.startswith("model.vqmodel.")},
+                 {k: v for k, v in _weights(out).items() if k.startswith("model.vqmodel.")})
+    assert list(info["stages"]) == ["vq", "lm", "S", "A"] and info["recipe_yaml"] == RECIPE
+    assert info["final"] == info["stages"]["A"]["final"]
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    # a finished recipe run again changes nothing
+    before = (out / "model.safetensors").read_bytes()
+    run_recipe(out, recipe, progress=lambda *a: pytest.fail(f"retrained {a[:2]}"), spec=spec)
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_vq_stop_at_ends_the_phase_early_on_the_full_schedule(tmp_path):
+    spec = small_spec()
+    cfg = PretrainConfig(vq_steps=4, vq_batch=2, lm_steps=0, vision_steps=0, checkpoint_every=1, eval_every=0)
+    pretrain(tmp_path / "full", cfg, spec=spec, keep_state=True)
+    pretrain(tmp_path / "stop", replace(cfg, vq_stop_at=2), spec=spec)
+    short = pretrain(tmp_path / "short", replace(cfg, vq_steps=2), spec=spec)
+    lr = [json.loads(r)["lr"] for r in (tmp_path / "full" / "pretrain_log.jsonl").read_text().splitlines()]
+    lr_stop = [json.loads(r)["lr"] for r in (tmp_path / "stop" / "pretrain_log.jsonl").read_text().splitlines()]
+    lr_short = [json.loads(r)["lr"] for r in (tmp_path / "short" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert lr_stop == lr[:2] and lr_short != lr[:2]
+    assert short["vq"]["vq_l1"] is not None
+    with pytest.raises(InputError, match="vq_stop_at"):
+        PretrainConfig(vq_steps=4, vq_stop_at=5)
+
+
+def test_the_shipped_recipe_loads_and_names_the_chain_that_made_the_checkpoint():
+    import importlib.resources
+
+    assert "shipped" in recipe_names()
+    recipe = load_recipe("shipped")
+    assert [s.name for s in recipe.stages] == ["vq", "lm", "S", "A", "D", "E", "F", "G"]
+    assert recipe.stages[2].assemble == ("vq", "lm")
+    # the last stage is the shipped checkpoint's own last command (read back from its pretrain.json)
+    shipped = json.loads(importlib.resources.files("ospo.shapeworld").joinpath("checkpoint", "pretrain.json")
+                         .read_text())["last_command"]["pretrain_config"]
+    last = PretrainConfig(**{**recipe.stages[-1].fields, "init_from": shipped["init_from"]})
+    assert last == PretrainConfig(**shipped)
+    for stage in recipe.stages:
+        if not stage.assemble:
+            PretrainConfig(**stage.fields)  # every stage is a valid config
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stages: []", "non-empty list"),
+    ("stages:\n  - name: a\n    set: {lm_stpes: 3}", "'lm_stpes': not a pretraining field \\(did you mean 'lm_steps'"),
+    ("stages:\n  - name: a\n    set: {lm_steps: many}", "lm_steps takes a int"),
+    ("stages:\n  - name: a\n    set: {freeze_vision: 3}", "freeze_vision takes a bool"),
+    ("stages:\n  - name: a\n    set: {init_from: b}", "must name an earlier stage"),
+    ("stages:\n  - name: a\n  - name: a", "unique"),
+    ("stages:\n  - name: a\n    sett: {}", "unknown key"),
+    ("stages:\n  - name: a\n    set: {seed: 3}", "--seed"),
+    ("stages:\n  - name: a\n    assemble: {vq: a, rest: b}", "earlier stages"),
+    ("stages:\n  - name: a\n    set: {vq_steps: 2, vq_stop_at: 3}", "stage 'a': vq_stop_at"),
+    ("stages: [", "not valid YAML"),
+])
+def test_a_bad_recipe_is_refused_with_the_stage_and_the_field(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_recipe(str(path))
+
+
+def test_unknown_recipe_names_and_missing_files_are_refused(tmp_path):
+    with pytest.raises(InputError, match="not one of"):
+        load_recipe("shiped")
+    with pytest.raises(InputError, match="no such file"):
+        load_recipe(str(tmp_path / "nope.yaml"))
+
+
+def test_config_fields_types_values_from_the_command_line_and_yaml():
+    assert config_fields({"lr": "1e-3", "lm_steps": "800", "factor_head": "true", "find_stages": "name"}, "") == \
+        {"lr": 1e-3, "lm_steps": 800, "factor_head": True, "find_stages": "name"}
+    assert config_fields({"lr": 1, "lm_steps": 8.0, "factor_head": False}, "") == \
+        {"lr": 1.0, "lm_steps": 8, "factor_head": False}
+    for bad in ({"lm_steps": 2.5}, {"lm_steps": True}, {"factor_head": "maybe"}, {"find_stages": 3}):
+        with pytest.raises(InputError):
+            config_fields(bad, "")
+
+
+def test_a_changed_stage_is_refused_and_its_work_kept(tmp_path, recipe_file):
+    spec = small_spec()
+    out = tmp_path / "out"
+    run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
+    before = (stage_dir(out, "A") / "model.safetensors").read_bytes()
+    recipe_file.write_text(RECIPE.replace("text_steps: 2", "text_steps: 3"))
+    with pytest.raises(OspoError, match="stage A .* ran with other settings"):
+        run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
+    assert (stage_dir(out, "A") / "model.safetensors").read_bytes() == before
+    with pytest.raises(OspoError, match="ran with other settings"):
+        run_recipe(out, load_recipe(str(recipe_file)), seed=1, spec=spec)
+
+
+def test_cli_refuses_mixing_a_recipe_with_one_stage_flags_and_the_two_kinds_of_run_dirs(tmp_path, capsys):
+    from ospo.cli import main
+
+    assert main(["shapeworld", "pretrain", "--out", str(tmp_path / "x"), "--recipe", "shipped",
+                 "--set", "lm_steps=3"]) == 2
+    assert "describe one stage" in capsys.readouterr().err
+    (tmp_path / "r" / "stages").mkdir(parents=True)
+    assert main(["shapeworld", "pretrain", "--out", str(tmp_path / "r"), "--lm-steps", "3"]) == 2
+    assert "holds a recipe's stages" in capsys.readouterr().err
+    (tmp_path / "one" / "pretrain-state").mkdir(parents=True)
+    assert main(["shapeworld", "pretrain", "--out", str(tmp_path / "one")]) == 2
+    assert "single-stage pretraining run" in capsys.readouterr().err
+    assert main(["shapeworld", "pretrain", "--out", str(tmp_path / "y"), "--set", "lm_stpes=3"]) == 2
+    assert "did you mean 'lm_steps'" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+
+def test_one_stage_flags_build_the_config_at_once():
+    import argparse
+
+    from ospo.cli import _pretrain_config
+
+    args = argparse.Namespace(seed=3, set=["vq_stop_at=1600", "threads=1"], vq_steps=7000, lm_steps=0)
+    cfg = _pretrain_config(args)
+    assert (cfg.seed, cfg.vq_steps, cfg.vq_stop_at, cfg.threads, cfg.lm_steps) == (3, 7000, 1600, 1, 0)
