@@ -1,7 +1,7 @@
 """Can the language model learn to answer yes/no about a one-object scene, and what does it need?
 
-    python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|realign] [--copies 32]
-                                   [--questions shape|color|all] [--name-steps 0] [--freeze-aligner]
+    python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|words+position|realign] [--copies 32]
+                                   [--questions shape|color|all|relation] [--name-steps 0] [--freeze-aligner]
                                    [--steps 500] [--json out.json] [--save DIR]
 
 Trains the language model of a ShapeWorld Janus (vision tower and VQ frozen) on yes/no questions about
@@ -11,12 +11,16 @@ of 64? `--tokens` picks the image tokens:
 - `aligner`: the model's own vision tower + aligner (what the checkpoint does);
 - `words`: exact tokens from the scene, not the pixels: each cell's token is the sum of the LM's input
   embeddings of its shape, colour, texture and background words (`pretrain.word_targets`);
+- `words+position`: `words` plus a fixed code of the cell's row and column (sinusoids, scaled to the word
+  sums' mean norm): exact tokens that also say where the cell is, which the aligner's tokens do not;
 - `realign`: the aligner re-trained first so that its tokens approximate `words` from pixels (the
   `align_target=words` phase of pretraining, `--align-steps` steps).
 `--copies N` draws the training object in N cells at step 0, shrinking to 1 by 70% of the steps (the
 `vqa_curriculum_steps` schedule of pretraining); 1 = no curriculum. Evaluation always uses one copy.
 `--name-steps K` first trains K steps on naming the object's colour ("what color is the circle ?", answered
 with the colour word; its own copies schedule), the stage that made yes/no questions about colour learnable.
+`--questions relation` asks "is the <shape> <relation> the <shape> ?" about two of 2-4 objects of distinct
+shapes (`mixture.position_example`; `--copies` does not apply).
 `--order question-first`, `--fp32` and `--token-scale` vary the format, the precision and the image tokens'
 scale, three things that did not make them learnable (docs/shapeworld-model.md).
 """
@@ -44,24 +48,56 @@ def one_object_example(rng, questions: str, copies: int = 1):
     from ospo.shapeworld import mixture, tasks
     from ospo.shapeworld.questions import question_text
 
+    if questions == "relation":
+        scene, text, answer = mixture.position_example(rng, "relation")
+        return scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), answer, "relation"
     scene, question, yes = mixture.find_example(rng, copies, questions)
     text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
     return scene, text, "yes" if yes else "no", question.kind
 
 
-def naming_example(rng, copies: int = 1):
-    """(scene, "what color is the <shape> ?", colour word, "name"): `mixture.naming_example` (`--name-steps`)."""
-    from ospo.shapeworld import mixture
+BANDS = {"row": ("upper", "middle", "lower"), "column": ("left", "center", "right")}
 
-    return (*mixture.naming_example(rng, copies), "name")
+
+def naming_example(rng, copies: int = 1, kind: str = "color"):
+    """(scene, question, one-word answer, "name") for `--name-steps`: "color" is `mixture.naming_example` ("what
+    color is the <shape> ?"); "band" names the row or the column band of one of 1-4 objects of distinct shapes
+    ("is the circle upper middle or lower ?" -> "upper"; "... left center or right ?" -> "center"), one object
+    per cell whatever `copies` says."""
+    from ospo.shapeworld import mixture
+    from ospo.shapeworld.world import COL_BANDS, ROW_BANDS
+
+    if kind == "color":
+        return (*mixture.naming_example(rng, copies), "name")
+    scene, question, _ = mixture.position_example(rng, "where")
+    thing = next(o for o in scene.objects if o.shape == question.split()[4])
+    axis = "row" if rng.random() < 0.5 else "column"
+    bands, value = (ROW_BANDS, thing.row) if axis == "row" else (COL_BANDS, thing.col)
+    answer = next(name for name, cells in bands.items() if value in cells)
+    words = BANDS[axis]
+    return scene, f"is the {thing.shape} {words[0]} {words[1]} or {words[2]} ?", answer, "name"
+
+
+def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
+    """(grid * grid, width) unit vectors saying each cell's row (first half) and column (second half) with
+    sinusoids of several periods, row-major like the image tokens."""
+    half = width // 2
+    freqs = torch.pi / grid * torch.arange(1, half // 2 + 1, dtype=torch.float32) / (half // 4)
+    cells = torch.arange(grid * grid)
+    def axis(values):
+        angles = values[:, None].float() * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    code = torch.cat([axis(cells // grid), axis(cells % grid)], dim=-1)
+    code = torch.nn.functional.pad(code, (0, width - code.shape[-1]))
+    return code / code.norm(dim=-1, keepdim=True)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--tokens", choices=("aligner", "words", "realign"), default="aligner")
+    ap.add_argument("--tokens", choices=("aligner", "words", "words+position", "realign"), default="aligner")
     ap.add_argument("--copies", type=int, default=1)
-    ap.add_argument("--questions", choices=YES_NO_FIND_QUESTIONS, default="shape")
+    ap.add_argument("--questions", choices=(*YES_NO_FIND_QUESTIONS, "relation"), default="shape")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -73,6 +109,8 @@ def main():
                     help="where the question goes in the user turn (the pipeline's template puts the image first)")
     ap.add_argument("--name-steps", type=int, default=0,
                     help="first train this many steps on naming the object's colour (\"what color is the circle ?\")")
+    ap.add_argument("--name-kind", choices=("color", "band"), default="color",
+                    help="what --name-steps names: the colour, or the row or column band of an object")
     ap.add_argument("--fp32", action="store_true", help="train without bfloat16 autocast")
     ap.add_argument("--token-scale", type=float, default=1.0,
                     help="multiply the image tokens by this (the LM's first layer adds vectors ~100x their norm)")
@@ -81,7 +119,7 @@ def main():
     ap.add_argument("--save", default=None, help="save the trained model here (a checkpoint directory that "
                     "`ospo shapeworld pretrain --set init_from=DIR` can continue from)")
     args = ap.parse_args()
-    if args.save and args.tokens == "words":
+    if args.save and args.tokens.startswith("words"):
         ap.error("--save needs pixel tokens (--tokens aligner|realign): a 'words' model reads the scene, not the image")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -103,10 +141,14 @@ def main():
         print(f"aligner re-trained: {aligned}", flush=True)
     table = pretrain.word_targets(model, tok)
     current = {}
-    if args.tokens == "words":
+    if args.tokens.startswith("words"):
+        position = torch.zeros(64, table.shape[-1])
+        if args.tokens == "words+position":
+            position = cell_position_code(table.shape[-1]) * table.norm(dim=-1).mean()
+
         def exact_tokens(module, inputs, output):
             lab = current["labels"]
-            return table.to(output.dtype)[lab.unbind(-1)]
+            return (table[lab.unbind(-1)] + position).to(output.dtype)
         model.model.aligner.register_forward_hook(exact_tokens)
 
     if args.token_scale != 1.0:
@@ -116,7 +158,8 @@ def main():
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
     from ospo.shapeworld.world import COLORS
-    colour_ids = torch.tensor(tok.convert_tokens_to_ids(list(COLORS)))
+    name_words = list(COLORS) if args.name_kind == "color" else [w for ws in BANDS.values() for w in ws]
+    colour_ids = torch.tensor(tok.convert_tokens_to_ids(name_words))  # the candidates of a naming answer
 
     def encode(batch, with_answer: bool):
         current["labels"] = labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(b[0]) for b in batch]))]
@@ -131,7 +174,7 @@ def main():
     rng = np.random.default_rng([7, 11])
     held_out = [one_object_example(rng, args.questions) for _ in range(args.eval_size)]
     if args.name_steps:
-        held_out += [naming_example(rng) for _ in range(args.eval_size // 3)]
+        held_out += [naming_example(rng, kind=args.name_kind) for _ in range(args.eval_size // 3)]
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -159,7 +202,7 @@ def main():
         stage_step, stage_steps = (step, args.name_steps) if naming else (step - args.name_steps, args.steps)
         copies = pretrain.curriculum_copies(max(1, int(0.7 * stage_steps)), args.copies, stage_step)
         rng = np.random.default_rng([1, 77, step])
-        batch = [naming_example(rng, copies) if naming else one_object_example(rng, args.questions, copies)
+        batch = [naming_example(rng, copies, args.name_kind) if naming else one_object_example(rng, args.questions, copies)
                  for _ in range(args.batch)]
         enc = encode(batch, True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):

@@ -90,6 +90,35 @@ def test_vqa_probe_naming_stage_comes_first_and_is_scored_on_colour_words(monkey
     assert "| name |" in capsys.readouterr().out
 
 
+def test_vqa_probe_position_tokens_band_naming_and_relation_questions(monkeypatch, capsys, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import vqa_probe
+    from ospo.shapeworld import oracle
+    from ospo.shapeworld.render import render
+    from ospo.shapeworld.world import COL_BANDS, ROW_BANDS
+
+    code = vqa_probe.cell_position_code(32)
+    assert code.shape == (64, 32) and torch.allclose(code.norm(dim=-1), torch.ones(64))
+    assert len({tuple(row.tolist()) for row in code}) == 64  # every cell its own code
+    rng = np.random.default_rng(3)
+    for _ in range(30):  # "is the circle upper middle or lower ?" -> the band of the circle in the pixels
+        scene, question, answer, kind = vqa_probe.naming_example(rng, 4, "band")
+        thing = next(o for o in oracle.read_scene(render(scene)).objects if o.shape == question.split()[2])
+        bands, value = (ROW_BANDS, thing.row) if "upper" in question else (COL_BANDS, thing.col)
+        assert kind == "name" and value in bands[answer]
+    out = tmp_path / "rel.json"
+    monkeypatch.setattr(sys, "argv", ["vqa_probe", "--freeze-aligner", "--tokens", "words+position", "--questions",
+                                      "relation", "--name-kind", "band", "--name-steps", "1", "--steps", "1",
+                                      "--batch", "2", "--eval-size", "6", "--eval-every", "5",
+                                      "--threads", str(torch.get_num_threads()), "--json", str(out)])
+    vqa_probe.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 1, 2] and all(0.0 <= r["relation"] <= 1.0 for r in rows)
+    assert "| relation |" in capsys.readouterr().out
+
+
 def test_hidden_probe_reads_back_what_the_input_holds(monkeypatch, capsys, tmp_path):
     import json
     import sys

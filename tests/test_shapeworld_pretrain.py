@@ -414,6 +414,43 @@ def test_find_stages_split_the_steps_restart_the_curriculum_and_name_colours_exa
         mixture.find_example(np.random.default_rng(0), questions="name")
 
 
+def test_position_find_questions_are_exact_about_the_rendered_scene_and_balanced():
+    """"where" names the region of the asked shape, "relation" answers by GenEval's rule on the pixels' cells;
+    both are drawn once per object (copies ignored), in the tokenizer's words."""
+    from ospo.shapeworld import mixture, oracle
+    from ospo.shapeworld.pretrain import find_rows
+    from ospo.shapeworld.world import region_of, relations_between, vocabulary
+
+    words = set(vocabulary())
+    rng = np.random.default_rng(11)
+    answers, relations = [], set()
+    for i in range(120):
+        kind = ("where", "relation")[i % 2]
+        e = mixture.sample_find(rng, 8, kind)
+        assert set((e.question + " " + e.answer).split()) <= words
+        objects = oracle.read_scene(e.image).objects
+        assert len({o.shape for o in objects}) == len(objects)  # distinct shapes, one cell each
+        by_shape = {o.shape: o for o in objects}
+        if kind == "where":
+            assert e.question.split()[:4] == ["what", "region", "is", "the"]
+            thing = by_shape[e.question.split()[4]]
+            assert e.answer == region_of(thing.row, thing.col)
+        else:
+            q = e.question.split(" ?")[0].split()
+            a, b = by_shape[q[2]], by_shape[q[-1]]
+            relation = " ".join(q[3:-2])
+            holds = relation in relations_between((a.row, a.col), (b.row, b.col))
+            assert e.answer == ("yes" if holds else "no")
+            answers.append(e.answer)
+            relations.add(relation)
+    assert 0.35 < answers.count("yes") / len(answers) < 0.65 and relations >= {"left of", "right of", "above",
+                                                                                 "below"}
+    cfg = replace(SMALL, find_steps=4, find_stages="where,relation+where", find_batch=6)
+    assert all(e.question.startswith("what region") for e in find_rows(cfg, 0))
+    with pytest.raises(ValueError, match="position_example"):
+        mixture.position_example(rng, "shape")
+
+
 def test_replicate_draws_every_object_in_several_cells_and_answers_stay_exact():
     from ospo.shapeworld import mixture, oracle
     from ospo.shapeworld.questions import answer_question

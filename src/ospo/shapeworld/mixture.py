@@ -242,7 +242,8 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, c
 
 YES_NO_FIND_QUESTIONS = ("shape", "color", "all")  # find_example's kinds
 NAMING_FIND_QUESTIONS = ("name", "name-all")  # naming_example's
-FIND_QUESTIONS = YES_NO_FIND_QUESTIONS + NAMING_FIND_QUESTIONS
+POSITION_FIND_QUESTIONS = ("where", "relation")  # position_example's: where is one of 1-4 objects, a relation
+FIND_QUESTIONS = YES_NO_FIND_QUESTIONS + NAMING_FIND_QUESTIONS + POSITION_FIND_QUESTIONS
 
 
 def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "shape") -> tuple[Scene, Question, bool]:
@@ -299,10 +300,59 @@ def naming_example(rng: np.random.Generator, copies: int = 1, objects: int = 1,
     return scene, f"what {attribute} is the {thing.shape} ?", getattr(thing, attribute)
 
 
+def _distinct_shapes_scene(rng: np.random.Generator, low: int, high: int) -> Scene:
+    """low..high objects of distinct shapes in distinct random cells (so a shape names one object)."""
+    shapes = rng.choice(SHAPES, size=int(rng.integers(low, min(high, len(SHAPES)) + 1)), replace=False)
+    cells = rng.choice(GRID * GRID, size=len(shapes), replace=False)
+    return Scene(tuple(Obj(str(shape), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID, int(c) % GRID)
+                       for shape, c in zip(shapes, cells)), _choice(rng, BACKGROUNDS))
+
+
+def position_example(rng: np.random.Generator, questions: str) -> tuple[Scene, str, str]:
+    """(scene, question, answer) about where things are, among objects of distinct shapes drawn once each.
+
+    "where": "what region is the <shape> in ?" about one of 1-4 objects, answered with its region ("upper left",
+    "center"; `world.REGIONS`), an open question like `naming_example`'s. "relation": "is the <shape> <relation>
+    the <shape> ?" about two of 2-4 objects, "yes" or "no" with a fair coin (a "no" names a relation that does not
+    hold, the reverse of a true one when there is one). The held-out renders' relation questions stay at chance
+    after the find stages about shapes and colours (0.55, each relation 0.52-0.57); naming a found object's
+    position first was meant as the step that made colour questions learnable. It did not work as a
+    continuation of the shipped model (`find_stages=where,relation+where`, 600 steps: naming loss 0.81 -> 0.60,
+    relation questions 0.52 after; docs/shapeworld-model.md, run R1), nor in `benchmarks.vqa_probe` with exact
+    tokens, with or without a code of each cell's position in them."""
+    if questions == "where":
+        scene = _distinct_shapes_scene(rng, 1, 4)
+        thing = pick(rng, scene.objects)
+        return scene, f"what region is the {thing.shape} in ?", region_of(thing.row, thing.col)
+    if questions != "relation":
+        raise ValueError(f"position_example: questions must be one of {POSITION_FIND_QUESTIONS}, got {questions!r}")
+    scene = _distinct_shapes_scene(rng, 2, 4)
+    a, b = (scene.objects[int(i)] for i in rng.choice(len(scene.objects), size=2, replace=False))
+    holds = relations_between((a.row, a.col), (b.row, b.col))
+    yes = _coin(rng) and bool(holds)
+    if yes:
+        relation = _choice(rng, sorted(holds))
+    else:
+        reverse = sorted({_FLIP[r] for r in holds if r in _FLIP} - holds)
+        relation = _choice(rng, reverse) if reverse and _coin(rng, 0.75) else \
+            _choice(rng, [r for r in RELATIONS if r not in holds])
+    question = Question("relation", ObjectClause(a.shape), relation, ObjectClause(b.shape))
+    assert truth(question, scene) == yes
+    return scene, question_text(question), "yes" if yes else "no"
+
+
 def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "shape",
                 templates: TemplateSet | None = None) -> VQAExample:
     """`find_example` rendered and formatted like `sample_vqa`; `questions="name"`: `naming_example` (one
-    object, its colour); "name-all": its colour or texture, among up to four objects of distinct shapes."""
+    object, its colour); "name-all": its colour or texture, among up to four objects of distinct shapes;
+    "where" and "relation": `position_example` (drawn once each whatever `copies` says: copies would make a
+    position ambiguous)."""
+    if questions in POSITION_FIND_QUESTIONS:
+        scene, question, answer = position_example(rng, questions)
+        if questions == "relation":
+            templates = templates or tasks.shapeworld_templates()
+            question = spaced(templates.vqa(question))
+        return VQAExample(render(scene), question, answer)
     if questions in NAMING_FIND_QUESTIONS:
         scene, question, answer = (naming_example(rng, copies) if questions == "name" else
                                    naming_example(rng, copies, objects=4, attributes=("color", "texture")))
