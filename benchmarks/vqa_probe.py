@@ -1,7 +1,8 @@
 """Can the language model learn to answer yes/no about a one-object scene, and what does it need?
 
     python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|words+position|realign] [--copies 32]
-                                   [--questions shape|color|all|relation] [--name-steps 0] [--freeze-aligner]
+                                   [--questions shape|color|all|relation|left-right] [--name-steps 0]
+                                   [--name-kind color|band] [--freeze-aligner]
                                    [--steps 500] [--json out.json] [--save DIR]
 
 Trains the language model of a ShapeWorld Janus (vision tower and VQ frozen) on yes/no questions about
@@ -20,7 +21,8 @@ of 64? `--tokens` picks the image tokens:
 `--name-steps K` first trains K steps on naming the object's colour ("what color is the circle ?", answered
 with the colour word; its own copies schedule), the stage that made yes/no questions about colour learnable.
 `--questions relation` asks "is the <shape> <relation> the <shape> ?" about two of 2-4 objects of distinct
-shapes (`mixture.position_example`; `--copies` does not apply).
+shapes (`mixture.position_example`; `--copies` does not apply); `--questions left-right` the easiest kind: two
+objects on one row, "left of" or "right of".
 `--order question-first`, `--fp32` and `--token-scale` vary the format, the precision and the image tokens'
 scale, three things that did not make them learnable (docs/shapeworld-model.md).
 """
@@ -51,9 +53,27 @@ def one_object_example(rng, questions: str, copies: int = 1):
     if questions == "relation":
         scene, text, answer = mixture.position_example(rng, "relation")
         return scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), answer, "relation"
+    if questions == "left-right":
+        scene, text, answer = left_right_example(rng)
+        return scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), answer, "relation"
     scene, question, yes = mixture.find_example(rng, copies, questions)
     text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
     return scene, text, "yes" if yes else "no", question.kind
+
+
+def left_right_example(rng):
+    """The easiest relation: two objects of distinct shapes on one row, "is the <shape> left of (right of) the
+    <shape> ?", yes or no with a fair coin."""
+    from ospo.shapeworld.world import BACKGROUNDS, COLORS, GRID, SHAPES, TEXTURES, Obj, Scene
+
+    shapes = rng.choice(SHAPES, size=2, replace=False)
+    row, cols = int(rng.integers(GRID)), rng.choice(GRID, size=2, replace=False)
+    objs = tuple(Obj(str(s), str(rng.choice(list(COLORS))), str(rng.choice(list(TEXTURES))), row, int(c))
+                 for s, c in zip(shapes, cols))
+    relation = "left of" if rng.random() < 0.5 else "right of"
+    holds = (cols[0] < cols[1]) == (relation == "left of")
+    return Scene(objs, str(rng.choice(list(BACKGROUNDS)))), f"is the {shapes[0]} {relation} the {shapes[1]} ?", \
+        "yes" if holds else "no"
 
 
 BANDS = {"row": ("upper", "middle", "lower"), "column": ("left", "center", "right")}
@@ -97,7 +117,7 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--tokens", choices=("aligner", "words", "words+position", "realign"), default="aligner")
     ap.add_argument("--copies", type=int, default=1)
-    ap.add_argument("--questions", choices=(*YES_NO_FIND_QUESTIONS, "relation"), default="shape")
+    ap.add_argument("--questions", choices=(*YES_NO_FIND_QUESTIONS, "relation", "left-right"), default="shape")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -108,7 +128,7 @@ def main():
     ap.add_argument("--order", choices=("image-first", "question-first"), default="image-first",
                     help="where the question goes in the user turn (the pipeline's template puts the image first)")
     ap.add_argument("--name-steps", type=int, default=0,
-                    help="first train this many steps on naming the object's colour (\"what color is the circle ?\")")
+                    help="first train this many steps on naming (--name-kind) before the yes/no questions")
     ap.add_argument("--name-kind", choices=("color", "band"), default="color",
                     help="what --name-steps names: the colour, or the row or column band of an object")
     ap.add_argument("--fp32", action="store_true", help="train without bfloat16 autocast")
@@ -159,7 +179,7 @@ def main():
     yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
     from ospo.shapeworld.world import COLORS
     name_words = list(COLORS) if args.name_kind == "color" else [w for ws in BANDS.values() for w in ws]
-    colour_ids = torch.tensor(tok.convert_tokens_to_ids(name_words))  # the candidates of a naming answer
+    name_ids = torch.tensor(tok.convert_tokens_to_ids(name_words))  # a naming answer: argmax over these words
 
     def encode(batch, with_answer: bool):
         current["labels"] = labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(b[0]) for b in batch]))]
@@ -185,7 +205,7 @@ def main():
             logits = model(**encode(chunk, False), logits_to_keep=1).logits[:, -1]
             for lg, b in zip(logits, chunk):
                 if b[3] == "name":
-                    hits.append((int(colour_ids[lg[colour_ids].argmax()]) == tok.convert_tokens_to_ids(b[2]), "name"))
+                    hits.append((int(name_ids[lg[name_ids].argmax()]) == tok.convert_tokens_to_ids(b[2]), "name"))
                 else:
                     hits.append(((float(lg[yes_id]) > float(lg[no_id])) == (b[2] == "yes"), b[3]))
         out = {"all": float(np.mean([h for h, k in hits if k != "name"]))}

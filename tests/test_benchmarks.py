@@ -108,6 +108,16 @@ def test_vqa_probe_position_tokens_band_naming_and_relation_questions(monkeypatc
         thing = next(o for o in oracle.read_scene(render(scene)).objects if o.shape == question.split()[2])
         bands, value = (ROW_BANDS, thing.row) if "upper" in question else (COL_BANDS, thing.col)
         assert kind == "name" and value in bands[answer]
+    from ospo.shapeworld.questions import answer_question
+
+    answers = []
+    for _ in range(40):  # the easiest relation: two objects on one row, answered by the pixels
+        scene, text, answer, kind = vqa_probe.one_object_example(rng, "left-right")
+        objects = oracle.read_scene(render(scene)).objects
+        assert len(objects) == 2 and objects[0].row == objects[1].row and kind == "relation"
+        assert answer_question(text.split("?")[0] + "?", oracle.read_scene(render(scene))) == answer
+        answers.append(answer)
+    assert 10 < answers.count("yes") < 30
     out = tmp_path / "rel.json"
     monkeypatch.setattr(sys, "argv", ["vqa_probe", "--freeze-aligner", "--tokens", "words+position", "--questions",
                                       "relation", "--name-kind", "band", "--name-steps", "1", "--steps", "1",

@@ -94,14 +94,13 @@ def test_a_recipe_is_its_stages_run_by_hand_and_resumes_after_a_crash(tmp_path, 
 def test_vq_stop_at_ends_the_phase_early_on_the_full_schedule(tmp_path):
     spec = small_spec()
     cfg = PretrainConfig(vq_steps=4, vq_batch=2, lm_steps=0, vision_steps=0, checkpoint_every=1, eval_every=0)
-    pretrain(tmp_path / "full", cfg, spec=spec, keep_state=True)
+    pretrain(tmp_path / "full", cfg, spec=spec)
     pretrain(tmp_path / "stop", replace(cfg, vq_stop_at=2), spec=spec)
-    short = pretrain(tmp_path / "short", replace(cfg, vq_steps=2), spec=spec)
+    pretrain(tmp_path / "short", replace(cfg, vq_steps=2), spec=spec)
     lr = [json.loads(r)["lr"] for r in (tmp_path / "full" / "pretrain_log.jsonl").read_text().splitlines()]
     lr_stop = [json.loads(r)["lr"] for r in (tmp_path / "stop" / "pretrain_log.jsonl").read_text().splitlines()]
     lr_short = [json.loads(r)["lr"] for r in (tmp_path / "short" / "pretrain_log.jsonl").read_text().splitlines()]
-    assert lr_stop == lr[:2] and lr_short != lr[:2]
-    assert short["vq"]["vq_l1"] is not None
+    assert lr_stop == lr[:2] and lr_short != lr[:2]  # the first steps of the long schedule, not a short one
     with pytest.raises(InputError, match="vq_stop_at"):
         PretrainConfig(vq_steps=4, vq_stop_at=5)
 
@@ -126,8 +125,9 @@ def test_the_shipped_recipe_loads_and_names_the_chain_that_made_the_checkpoint()
 @pytest.mark.parametrize("text, message", [
     ("stages: []", "non-empty list"),
     ("stages:\n  - name: a\n    set: {lm_stpes: 3}", "'lm_stpes': not a pretraining field \\(did you mean 'lm_steps'"),
-    ("stages:\n  - name: a\n    set: {lm_steps: many}", "lm_steps takes a int"),
-    ("stages:\n  - name: a\n    set: {freeze_vision: 3}", "freeze_vision takes a bool"),
+    ("stages:\n  - name: a\n    set: {lm_steps: many}", "lm_steps takes an integer"),
+    ("stages:\n  - name: a\n    set: {freeze_vision: 3}", "freeze_vision takes true or false"),
+    ("stages:\n  - name: no", "quote names"),
     ("stages:\n  - name: a\n    set: {init_from: b}", "must name an earlier stage"),
     ("stages:\n  - name: a\n  - name: a", "unique"),
     ("stages:\n  - name: a\n    sett: {}", "unknown key"),
@@ -143,11 +143,16 @@ def test_a_bad_recipe_is_refused_with_the_stage_and_the_field(tmp_path, text, me
         load_recipe(str(path))
 
 
-def test_unknown_recipe_names_and_missing_files_are_refused(tmp_path):
+def test_unknown_recipe_names_and_missing_files_are_refused(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="not one of"):
         load_recipe("shiped")
     with pytest.raises(InputError, match="no such file"):
         load_recipe(str(tmp_path / "nope.yaml"))
+    with pytest.raises(InputError, match="is a directory"):
+        load_recipe(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shipped").mkdir()  # e.g. `--out shipped`: resuming must still find the packaged recipe
+    assert load_recipe("shipped").name == "shipped"
 
 
 def test_config_fields_types_values_from_the_command_line_and_yaml():
@@ -165,12 +170,49 @@ def test_a_changed_stage_is_refused_and_its_work_kept(tmp_path, recipe_file):
     out = tmp_path / "out"
     run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
     before = (stage_dir(out, "A") / "model.safetensors").read_bytes()
-    recipe_file.write_text(RECIPE.replace("text_steps: 2", "text_steps: 3"))
-    with pytest.raises(OspoError, match="stage A .* ran with other settings"):
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(RECIPE.replace("text_steps: 2", "text_steps: 3"))
+    with pytest.raises(OspoError, match="stage A .* ran with other settings.*'set'.*delete .*stages/A to redo"):
+        run_recipe(out, load_recipe(str(changed)), spec=spec)
+    assert (stage_dir(out, "A") / "model.safetensors").read_bytes() == before
+    with pytest.raises(OspoError, match="stage vq .*'seed': {'ran': 0, 'now': 1}"):
+        run_recipe(out, load_recipe(str(recipe_file)), seed=1, spec=spec)
+    # an earlier stage redone with other weights: the stages built on it are not silently reused
+    weights = load_file(str(stage_dir(out, "S") / "model.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()},
+              str(stage_dir(out, "S") / "model.safetensors"))
+    with pytest.raises(OspoError, match="stage A .*'inputs'.*delete .*stages/A to redo"):
         run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
     assert (stage_dir(out, "A") / "model.safetensors").read_bytes() == before
-    with pytest.raises(OspoError, match="ran with other settings"):
-        run_recipe(out, load_recipe(str(recipe_file)), seed=1, spec=spec)
+
+
+def test_a_crash_while_copying_the_result_leaves_no_complete_looking_folder(tmp_path, recipe_file, monkeypatch):
+    import shutil
+
+    from ospo.shapeworld import recipe as recipe_module
+
+    spec, out = small_spec(), tmp_path / "out"
+    run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
+    before = (out / "model.safetensors").read_bytes()
+
+    copyfile = shutil.copyfile
+
+    def copy_then_die(src, dst):
+        if src.name == "model.safetensors":
+            copyfile(src, dst)  # the copy got written ...
+            raise KeyboardInterrupt  # ... and the process died before putting it in place
+        return copyfile(src, dst)
+
+    monkeypatch.setattr(recipe_module.shutil, "copyfile", copy_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
+    assert not (out / "pretrain.json").exists()  # not marked finished
+    assert (out / "model.safetensors").read_bytes() == before  # and no truncated weights in place
+    monkeypatch.undo()
+    info = run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
+    assert json.loads((out / "pretrain.json").read_text())["stages"].keys() == info["stages"].keys()
 
 
 def test_cli_refuses_mixing_a_recipe_with_one_stage_flags_and_the_two_kinds_of_run_dirs(tmp_path, capsys):
@@ -198,3 +240,45 @@ def test_one_stage_flags_build_the_config_at_once():
     args = argparse.Namespace(seed=3, set=["vq_stop_at=1600", "threads=1"], vq_steps=7000, lm_steps=0)
     cfg = _pretrain_config(args)
     assert (cfg.seed, cfg.vq_steps, cfg.vq_stop_at, cfg.threads, cfg.lm_steps) == (3, 7000, 1600, 1, 0)
+
+
+def test_the_shipped_recipe_is_the_commands_the_checkpoint_says_made_it():
+    """Each stage equals its command in the checkpoint's `how_it_was_made`, parsed by the CLI (init_from aside,
+    which names a stage instead of a run folder; the vq stage adds where its run was stopped)."""
+    import importlib.resources
+    import re
+    import shlex
+
+    from ospo.cli import _pretrain_config, build_parser
+
+    made = json.loads(importlib.resources.files("ospo.shapeworld").joinpath("checkpoint", "pretrain.json")
+                      .read_text())["how_it_was_made"]
+    commands = [c for line in made for c in re.findall(r"`(ospo shapeworld pretrain [^`]*)`", line)]
+    stages = {s.name: s for s in load_recipe("shipped").stages}
+    assert len(commands) == len([s for s in stages.values() if not s.assemble]) == 7
+    for command, name in zip(commands, ["vq", "lm", "A", "D", "E", "F", "G"]):
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        fields = dict(stages[name].fields)
+        if name == "vq":
+            assert fields.pop("vq_stop_at") == 1600 and fields.pop("vision_steps") == 0
+        ran = _pretrain_config(args)
+        assert PretrainConfig(**{**fields, "init_from": ran.init_from}) == ran, name
+        assert bool(fields.get("init_from")) == bool(ran.init_from)
+
+
+def test_cli_runs_a_recipe_file_and_reruns_it_as_a_no_op(tmp_path, capsys):
+    from ospo.cli import main
+
+    path = tmp_path / "one.yaml"
+    threads = torch.get_num_threads()  # pretrain sets the process's thread count: leave it as other tests expect
+    path.write_text("stages:\n  - name: only\n    set: {vq_steps: 0, lm_steps: 1, vision_steps: 0, batch_t2i: 2, "
+                    f"batch_vqa: 2, batch_text: 2, eval_every: 0, checkpoint_every: 1, warmup_steps: 1, threads: {threads}}}\n")
+    out = tmp_path / "out"
+    assert main(["shapeworld", "pretrain", "--out", str(out), "--recipe", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "pretraining recipe one: stages only" in printed and f"saved the ShapeWorld Janus to {out}" in printed
+    info = json.loads((out / "pretrain.json").read_text())
+    assert info["recipe"] == "one" and list(info["stages"]) == ["only"] and (out / "model.safetensors").exists()
+    before = (out / "model.safetensors").read_bytes()
+    assert main(["shapeworld", "pretrain", "--out", str(out), "--recipe", str(path)]) == 0
+    assert (out / "model.safetensors").read_bytes() == before

@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                         metavar="SUBCOMMAND")
     p = sw.add_parser("pretrain", help="pretrain the tiny ShapeWorld Janus (resumable; rerun the same command)",
                       description="Without stage flags, runs a recipe of pretraining stages (default 'shipped': "
-                                  "reproduces the shipped checkpoint, ~3 hours on 2 CPU cores). With --vq-steps, "
-                                  "--lm-steps or --set, runs that one stage from PretrainConfig's defaults.")
+                                  "the chain of stages that made the shipped checkpoint, ~3 hours on 2 CPU cores). "
+                                  "With --vq-steps, --lm-steps or --set, runs that one stage from PretrainConfig's "
+                                  "defaults.")
     p.add_argument("--out", required=True, help="checkpoint directory (resumes if it holds an unfinished run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipe", default=None, metavar="NAME|FILE.yaml",
@@ -222,13 +223,13 @@ def _pretrain_config(args):
 
 
 def cmd_shapeworld_pretrain(args) -> None:
-    from tqdm import tqdm
-
     from pathlib import Path
+
+    from tqdm import tqdm
 
     from ospo.errors import OspoError
     from ospo.shapeworld.pretrain import pretrain
-    from ospo.shapeworld.recipe import load_recipe, run_recipe
+    from ospo.shapeworld.recipe import check_out_dir, load_recipe, run_recipe
 
     one_stage = bool(args.set) or args.vq_steps is not None or args.lm_steps is not None
     if one_stage and args.recipe not in (None, "single"):
@@ -249,6 +250,7 @@ def cmd_shapeworld_pretrain(args) -> None:
             bars[key].set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k not in ("step", "lr")},
                                   refresh=False)
 
+        check_out_dir(args.out)
         print(f"pretraining recipe {recipe.name}: stages {', '.join(s.name for s in recipe.stages)} into "
               f"{args.out}/stages/ (rerun the same command to resume)")
         info = run_recipe(args.out, recipe, seed=args.seed, progress=stage_progress, keep_state=args.keep_state)
@@ -258,8 +260,8 @@ def cmd_shapeworld_pretrain(args) -> None:
               f"{recipe.stages[-1].name}); final metrics: {info['final']}")
         return
     if (Path(args.out) / "stages").exists():
-        raise OspoError(f"{args.out} holds a recipe's stages; rerun it without --set/--vq-steps/--lm-steps, or "
-                        f"use a new --out for a single stage")
+        raise OspoError(f"{args.out} holds a recipe's stages; rerun it without --set/--vq-steps/--lm-steps (and "
+                        f"without --recipe single), or use a new --out for a single stage")
     cfg = _pretrain_config(args)
     bars = {}
 

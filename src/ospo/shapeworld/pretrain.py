@@ -181,7 +181,8 @@ def config_fields(values: dict, where: str) -> dict:
             else:
                 out[key] = float(text if text is not None else value)
         except (ValueError, TypeError, OverflowError):
-            raise InputError(f"{where}{key}={value!r}: {key} takes a {kind.__name__}") from None
+            wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+            raise InputError(f"{where}{key}={value!r}: {key} takes {wanted}") from None
     return out
 
 
@@ -839,8 +840,9 @@ def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
         if saved != cfg:
             from ospo.errors import OspoError
 
-            raise OspoError(f"{out_dir} holds a pretraining run with another config; use a new --out or the same "
-                            f"settings (saved: {path})")
+            differ = {k: (v, getattr(cfg, k)) for k, v in asdict(saved).items() if getattr(cfg, k) != v}
+            raise OspoError(f"{out_dir} holds a pretraining run with another config (field: (saved, asked) "
+                            f"{differ}); use a new --out or the same settings (saved: {path})")
         return saved
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(asdict(cfg), indent=1))

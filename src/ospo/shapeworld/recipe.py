@@ -19,7 +19,9 @@ mixed. The last stage's checkpoint is then copied into OUT with a pretrain.json 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -57,15 +59,17 @@ def load_recipe(name_or_path: str) -> Recipe:
     from ospo.shapeworld.pretrain import PretrainConfig, config_fields
 
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise InputError(f"pretraining recipe {name_or_path}: no such file")
-        name, text = path.stem, path.read_text()
-    elif name_or_path in recipe_names():
+    if name_or_path in recipe_names():  # a packaged name wins over a folder of that name (e.g. --out shipped)
         name = name_or_path
         text = resources.files("ospo.shapeworld").joinpath("pretrain_recipes", f"{name}.yaml").read_text()
+    elif path.suffix in (".yaml", ".yml") or "/" in name_or_path or os.sep in name_or_path:
+        if not path.is_file():
+            raise InputError(f"pretraining recipe {name_or_path}: " +
+                             ("is a directory" if path.is_dir() else "no such file"))
+        name, text = path.stem, path.read_text()
     else:
-        raise InputError(f"pretraining recipe {name_or_path!r}: not a file and not one of {recipe_names()}")
+        raise InputError(f"pretraining recipe {name_or_path!r}: not one of {recipe_names()} and not a .yaml file "
+                         f"('single' runs one stage from --set/--vq-steps/--lm-steps)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -77,7 +81,8 @@ def load_recipe(name_or_path: str) -> Recipe:
     for i, raw in enumerate(data["stages"]):
         where = f"pretraining recipe {name}, stage {i + 1}"
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
-            raise InputError(f"{where}: expected a mapping with a 'name'")
+            raise InputError(f"{where}: expected a mapping with a 'name' that is a string (quote names such as "
+                             f"'no' or 'on', which YAML reads as booleans)")
         where = f"pretraining recipe {name}, stage {raw['name']!r}"
         bad = [k for k in raw if k not in STAGE_KEYS]
         if bad:
@@ -113,28 +118,49 @@ def stage_dir(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / "stages" / name
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """A recipe's OUT must not hold a single-stage run (its pretrain-state would be mixed with the stages')."""
+    if (Path(out_dir) / "pretrain-state").exists():
+        raise OspoError(f"{out_dir} holds a single-stage pretraining run; resume it with the flags that started it "
+                        f"(--set ... or --recipe single), or use a new --out for the recipe")
+
+
 def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None, keep_state: bool = False,
                spec=None) -> dict:
     """Runs (or resumes) every stage of `recipe` into OUT/stages/, then copies the last stage's checkpoint into
-    OUT. `progress(stage, phase, step, total, metrics)`. Returns OUT/pretrain.json's content."""
-    from dataclasses import asdict
+    OUT. `progress(stage, phase, step, total, metrics)`. Returns OUT/pretrain.json's content.
 
-    from ospo.shapeworld.pretrain import PretrainConfig, assemble, pretrain
+    Each stage records what it ran with in OUT/stages/<name>/stage.json: the seed, its fields, and the sha256 of
+    the weights it starts from (so a stage redone upstream is not silently built on). A stage whose record
+    differs from what the recipe now asks is refused, naming the difference; deleting that stage's folder (and
+    the later ones) redoes it."""
+    from ospo.shapeworld.pretrain import DATA_VERSION, PretrainConfig, assemble, pretrain
 
     out = Path(out_dir)
-    if (out / "pretrain-state").exists():
-        raise OspoError(f"{out} holds a single-stage pretraining run; resume it with the flags that started it "
-                        f"(--set ... / --recipe single), or use a new --out for the recipe")
+    check_out_dir(out)
+    names = [s.name for s in recipe.stages]
     for stage in recipe.stages:
         where = stage_dir(out, stage.name)
-        planned = {"recipe": recipe.name, "seed": seed, "set": stage.fields,
-                   "assemble": list(stage.assemble) if stage.assemble else None}
+        inputs = list(stage.assemble or ([stage.fields["init_from"]] if stage.fields.get("init_from") else []))
+        planned = {"seed": seed, "set": stage.fields, "assemble": list(stage.assemble) if stage.assemble else None,
+                   "inputs": {s: _sha256(stage_dir(out, s) / "model.safetensors") for s in inputs}}
         record = where / "stage.json"
         if record.exists():
             ran = json.loads(record.read_text())
             if ran != planned:
-                raise OspoError(f"stage {stage.name} in {where} ran with other settings ({record}: {ran}); the "
-                                f"recipe now says {planned}. Use a new --out, or restore the recipe")
+                differ = {k: {"ran": ran.get(k), "now": v} for k, v in planned.items() if ran.get(k) != v}
+                later = names[names.index(stage.name):]
+                raise OspoError(f"stage {stage.name} in {where} ran with other settings or inputs than the recipe "
+                                f"and seed now give: {differ}. Rerun with what it ran with, or delete "
+                                f"{', '.join(str(stage_dir(out, n)) for n in later)} to redo from there")
         else:
             where.mkdir(parents=True, exist_ok=True)
             atomic_write_text(record, json.dumps(planned, indent=1))
@@ -151,13 +177,15 @@ def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None
                  progress and (lambda phase, step, total, metrics, name=stage.name:
                                progress(name, phase, step, total, metrics)),
                  keep_state=keep_state, spec=spec)
+    stages = {s.name: json.loads((stage_dir(out, s.name) / "pretrain.json").read_text()) for s in recipe.stages}
+    info = {"data_version": DATA_VERSION, "recipe": recipe.name, "seed": seed, "recipe_yaml": recipe.text,
+            "stages": stages, "final": stages[recipe.stages[-1].name].get("final", {})}
+    (out / "pretrain.json").unlink(missing_ok=True)  # OUT is complete only once pretrain.json is back
     last = stage_dir(out, recipe.stages[-1].name)
     for f in sorted(last.iterdir()):
         if f.is_file() and f.name not in ("pretrain.json", "stage.json"):
-            shutil.copyfile(f, out / f.name)
-    stages = {s.name: json.loads((stage_dir(out, s.name) / "pretrain.json").read_text()) for s in recipe.stages}
-    info = {"recipe": recipe.name, "seed": seed, "recipe_yaml": recipe.text, "stages": stages,
-            "final": stages[recipe.stages[-1].name].get("final", {}),
-            "default_config": asdict(PretrainConfig(seed=seed))}
+            tmp = out / (f.name + ".tmp")
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, out / f.name)
     atomic_write_text(out / "pretrain.json", json.dumps(info, indent=1))
     return info
