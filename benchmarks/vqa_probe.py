@@ -76,7 +76,6 @@ def left_right_example(rng):
         "yes" if holds else "no"
 
 
-BANDS = {"row": ("upper", "middle", "lower"), "column": ("left", "center", "right")}
 
 
 def naming_example(rng, copies: int = 1, kind: str = "color"):
@@ -89,13 +88,12 @@ def naming_example(rng, copies: int = 1, kind: str = "color"):
 
     if kind == "color":
         return (*mixture.naming_example(rng, copies), "name")
-    scene, question, _ = mixture.position_example(rng, "where")
-    thing = next(o for o in scene.objects if o.shape == question.split()[4])
-    axis = "row" if rng.random() < 0.5 else "column"
-    bands, value = (ROW_BANDS, thing.row) if axis == "row" else (COL_BANDS, thing.col)
+    scene = mixture.distinct_shapes_scene(rng, 1, 4)
+    thing = mixture.pick(rng, scene.objects)
+    bands, value = (ROW_BANDS, thing.row) if rng.random() < 0.5 else (COL_BANDS, thing.col)
     answer = next(name for name, cells in bands.items() if value in cells)
-    words = BANDS[axis]
-    return scene, f"is the {thing.shape} {words[0]} {words[1]} or {words[2]} ?", answer, "name"
+    first, second, third = bands
+    return scene, f"is the {thing.shape} {first} {second} or {third} ?", answer, "name"
 
 
 def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
@@ -177,8 +175,8 @@ def main():
     params = pretrain.lm_parameters(model, freeze_vision=True, freeze_aligner=args.freeze_aligner)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
-    from ospo.shapeworld.world import COLORS
-    name_words = list(COLORS) if args.name_kind == "color" else [w for ws in BANDS.values() for w in ws]
+    from ospo.shapeworld.world import COL_BANDS, COLORS, ROW_BANDS
+    name_words = list(COLORS) if args.name_kind == "color" else [*ROW_BANDS, *COL_BANDS]
     name_ids = torch.tensor(tok.convert_tokens_to_ids(name_words))  # a naming answer: argmax over these words
 
     def encode(batch, with_answer: bool):

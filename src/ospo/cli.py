@@ -235,46 +235,35 @@ def cmd_shapeworld_pretrain(args) -> None:
     if one_stage and args.recipe not in (None, "single"):
         raise OspoError(f"--recipe {args.recipe} runs its own stages' settings; --set, --vq-steps and --lm-steps "
                         f"describe one stage (--recipe single). Copy the recipe's YAML and edit it instead")
+    bars = {}
+
+    def progress(label, step, total, metrics):  # one bar per phase, the finished phase's bar closed
+        if label not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            bars[label] = tqdm(total=total, initial=step - 1, desc=label, unit="step")
+        bars[label].update(step - bars[label].n)
+        bars[label].set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k not in ("step", "lr")}, refresh=False)
+
     if not one_stage and args.recipe != "single":
         recipe = load_recipe(args.recipe or "shipped")
-        bars = {}
-
-        def stage_progress(stage, phase, step, total, metrics):
-            key = (stage, phase)
-            if key not in bars:
-                for bar in bars.values():
-                    bar.close()
-                bars.clear()
-                bars[key] = tqdm(total=total, initial=step - 1, desc=f"{stage}: {phase}", unit="step")
-            bars[key].update(step - bars[key].n)
-            bars[key].set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k not in ("step", "lr")},
-                                  refresh=False)
-
         check_out_dir(args.out)
         print(f"pretraining recipe {recipe.name}: stages {', '.join(s.name for s in recipe.stages)} into "
               f"{args.out}/stages/ (rerun the same command to resume)")
-        info = run_recipe(args.out, recipe, seed=args.seed, progress=stage_progress, keep_state=args.keep_state)
-        for bar in bars.values():
-            bar.close()
-        print(f"saved the ShapeWorld Janus to {args.out} (recipe {recipe.name}, last stage "
-              f"{recipe.stages[-1].name}); final metrics: {info['final']}")
-        return
-    if (Path(args.out) / "stages").exists():
-        raise OspoError(f"{args.out} holds a recipe's stages; rerun it without --set/--vq-steps/--lm-steps (and "
-                        f"without --recipe single), or use a new --out for a single stage")
-    cfg = _pretrain_config(args)
-    bars = {}
-
-    def progress(phase, step, total, metrics):
-        if phase not in bars:
-            bars[phase] = tqdm(total=total, initial=step - 1, desc=f"pretrain {phase}", unit="step")
-        bars[phase].update(step - bars[phase].n)
-        bars[phase].set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k not in ("step", "lr")}, refresh=False)
-
-    info = pretrain(args.out, cfg, progress, keep_state=args.keep_state)
+        info = run_recipe(args.out, recipe, seed=args.seed, keep_state=args.keep_state,
+                          progress=lambda stage, phase, *rest: progress(f"{stage}: {phase}", *rest))
+        done = f"recipe {recipe.name}, last stage {recipe.stages[-1].name}"
+    else:
+        if (Path(args.out) / "stages").exists():
+            raise OspoError(f"{args.out} holds a recipe's stages; rerun it without --set/--vq-steps/--lm-steps (and "
+                            f"without --recipe single), or use a new --out for a single stage")
+        info = pretrain(args.out, _pretrain_config(args), keep_state=args.keep_state,
+                        progress=lambda phase, *rest: progress(f"pretrain {phase}", *rest))
+        done = "one stage"
     for bar in bars.values():
         bar.close()
-    print(f"saved the ShapeWorld Janus to {args.out}; final metrics: {info['final']}")
+    print(f"saved the ShapeWorld Janus to {args.out} ({done}); final metrics: {info['final']}")
 
 
 def cmd_eval_shapeworld(args) -> None:

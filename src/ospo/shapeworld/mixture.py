@@ -278,6 +278,14 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
     return scene, question, yes
 
 
+def distinct_shapes_scene(rng: np.random.Generator, low: int, high: int) -> Scene:
+    """low..high objects of distinct shapes in distinct random cells (so a shape names one object)."""
+    shapes = rng.choice(SHAPES, size=int(rng.integers(low, min(high, len(SHAPES)) + 1)), replace=False)
+    cells = rng.choice(GRID * GRID, size=len(shapes), replace=False)
+    return Scene(tuple(Obj(str(shape), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID, int(c) % GRID)
+                       for shape, c in zip(shapes, cells)), _choice(rng, BACKGROUNDS))
+
+
 def naming_example(rng: np.random.Generator, copies: int = 1, objects: int = 1,
                    attributes: tuple[str, ...] = ("color",)) -> tuple[Scene, str, str]:
     """(scene, "what color is the <shape> ?", its colour) about a random scene in which each object is drawn in
@@ -288,24 +296,10 @@ def naming_example(rng: np.random.Generator, copies: int = 1, objects: int = 1,
     one step. Yes/no questions about a shape's colour need two things at once (fetch the colour, compare it
     with the question's) and were not learned; after naming they were (`python -m benchmarks.vqa_probe
     --questions color --name-steps 300`, docs/shapeworld-model.md)."""
-    if objects <= 1:
-        scene = random_scene(rng, 1)
-    else:
-        shapes = rng.choice(SHAPES, size=int(rng.integers(1, min(objects, len(SHAPES)) + 1)), replace=False)
-        cells = rng.choice(GRID * GRID, size=len(shapes), replace=False)
-        scene = Scene(tuple(Obj(str(shape), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID,
-                                int(c) % GRID) for shape, c in zip(shapes, cells)), _choice(rng, BACKGROUNDS))
+    scene = random_scene(rng, 1) if objects <= 1 else distinct_shapes_scene(rng, 1, objects)
     thing, attribute = pick(rng, scene.objects), pick(rng, attributes)
     scene = replicate(scene, copies, rng)
     return scene, f"what {attribute} is the {thing.shape} ?", getattr(thing, attribute)
-
-
-def _distinct_shapes_scene(rng: np.random.Generator, low: int, high: int) -> Scene:
-    """low..high objects of distinct shapes in distinct random cells (so a shape names one object)."""
-    shapes = rng.choice(SHAPES, size=int(rng.integers(low, min(high, len(SHAPES)) + 1)), replace=False)
-    cells = rng.choice(GRID * GRID, size=len(shapes), replace=False)
-    return Scene(tuple(Obj(str(shape), _choice(rng, COLORS), _choice(rng, TEXTURES), int(c) // GRID, int(c) % GRID)
-                       for shape, c in zip(shapes, cells)), _choice(rng, BACKGROUNDS))
 
 
 def position_example(rng: np.random.Generator, questions: str) -> tuple[Scene, str, str]:
@@ -316,18 +310,17 @@ def position_example(rng: np.random.Generator, questions: str) -> tuple[Scene, s
     the <shape> ?" about two of 2-4 objects, "yes" or "no" with a fair coin (a "no" names a relation that does not
     hold, the reverse of a true one when there is one). The held-out renders' relation questions stay at chance
     after the find stages about shapes and colours (the shipped model: 0.553 on 600 of them, each relation
-    0.52-0.57); naming a found object's
-    position first was meant as the step that made colour questions learnable. It did not work as a
-    continuation of the shipped model (`find_stages=where,relation+where`, 600 steps: naming loss 0.81 -> 0.60,
-    relation questions 0.52 after; docs/shapeworld-model.md, run R1), nor in `benchmarks.vqa_probe` with exact
-    tokens, with or without a code of each cell's position in them."""
+    0.52-0.57). Naming a found object's position first was meant as the step that made colour questions
+    learnable. It did not work as a continuation of the shipped model (`find_stages=where,relation+where`, 600
+    steps: naming loss 0.81 -> 0.60, relation questions 0.52 after; docs/shapeworld-model.md, run R1), nor in
+    `benchmarks.vqa_probe` with exact tokens, with or without a code of each cell's position in them."""
     if questions == "where":
-        scene = _distinct_shapes_scene(rng, 1, 4)
+        scene = distinct_shapes_scene(rng, 1, 4)
         thing = pick(rng, scene.objects)
         return scene, f"what region is the {thing.shape} in ?", region_of(thing.row, thing.col)
     if questions != "relation":
         raise ValueError(f"position_example: questions must be one of {POSITION_FIND_QUESTIONS}, got {questions!r}")
-    scene = _distinct_shapes_scene(rng, 2, 4)
+    scene = distinct_shapes_scene(rng, 2, 4)
     a, b = (scene.objects[int(i)] for i in rng.choice(len(scene.objects), size=2, replace=False))
     holds = relations_between((a.row, a.col), (b.row, b.col))
     yes = _coin(rng) and bool(holds)

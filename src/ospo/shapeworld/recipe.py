@@ -19,7 +19,6 @@ mixed. The last stage's checkpoint is then copied into OUT with a pretrain.json 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from ospo.artifacts import atomic_write_text
+from ospo.artifacts import atomic_write_text, file_hash
 from ospo.errors import InputError, OspoError
 
 STAGE_KEYS = ("name", "set", "assemble")
@@ -118,14 +117,6 @@ def stage_dir(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / "stages" / name
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_out_dir(out_dir: str | Path) -> None:
     """A recipe's OUT must not hold a single-stage run (its pretrain-state would be mixed with the stages')."""
     if (Path(out_dir) / "pretrain-state").exists():
@@ -151,7 +142,7 @@ def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None
         where = stage_dir(out, stage.name)
         inputs = list(stage.assemble or ([stage.fields["init_from"]] if stage.fields.get("init_from") else []))
         planned = {"seed": seed, "set": stage.fields, "assemble": list(stage.assemble) if stage.assemble else None,
-                   "inputs": {s: _sha256(stage_dir(out, s) / "model.safetensors") for s in inputs}}
+                   "inputs": {s: file_hash(stage_dir(out, s) / "model.safetensors") for s in inputs}}
         record = where / "stage.json"
         if record.exists():
             ran = json.loads(record.read_text())
