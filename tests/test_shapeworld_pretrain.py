@@ -89,6 +89,34 @@ def test_resuming_with_another_config_is_refused(tmp_path):
         pretrain(tmp_path, replace(SMALL, lm_steps=4), spec=small_spec())
 
 
+def test_bf16_auto_is_resolved_once_per_run_and_kept_on_resume(tmp_path, monkeypatch):
+    """"auto" follows the CPU for a new run (emulated bf16 is ~10x slower than fp32) and is written resolved into
+    the run's config; a resume asked for "auto" keeps what the run started with, even on another CPU; configs saved
+    when bf16 was a bool still load; a bad value is refused by name."""
+    from ospo.errors import InputError, OspoError
+    from ospo.shapeworld import pretrain as pt
+
+    monkeypatch.setattr(pt, "native_bf16", lambda: False)
+    cfg = pt.load_config(tmp_path / "a", PretrainConfig())
+    assert cfg.bf16 == "false"
+    assert json.loads((tmp_path / "a/pretrain-state/pretrain_config.json").read_text())["bf16"] == "false"
+    monkeypatch.setattr(pt, "native_bf16", lambda: True)
+    assert pt.load_config(tmp_path / "a", PretrainConfig()).bf16 == "false"  # resumed: kept
+    assert pt.load_config(tmp_path / "b", PretrainConfig()).bf16 == "true"  # new: this CPU's
+    assert pt.load_config(tmp_path / "c", PretrainConfig(bf16="false")).bf16 == "false"  # asked: as asked
+    with pytest.raises(OspoError, match="another config"):
+        pt.load_config(tmp_path / "a", PretrainConfig(bf16="true"))
+    old = tmp_path / "old/pretrain-state/pretrain_config.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"bf16": True}))
+    assert pt.load_config(tmp_path / "old", PretrainConfig()).bf16 == "true"
+    assert pt.config_fields({"bf16": False}, "")["bf16"] == "false"  # a YAML bool
+    with pytest.raises(InputError, match="bf16 takes auto or true or false"):
+        pt.config_fields({"bf16": "maybe"}, "")
+    with pytest.raises(InputError, match="bf16 must be one of auto, true, false"):
+        PretrainConfig(bf16="fp32")
+
+
 def test_a_checkpoint_flagged_as_code_painter_decodes_exactly(tmp_path):
     from ospo.model import JanusAdapter
     from ospo.shapeworld.world import vocabulary

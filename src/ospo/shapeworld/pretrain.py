@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,11 @@ class PretrainConfig:
     vision_steps: int = 400  # vision tower: cell-content classification (temporary heads, discarded)
     vision_batch: int = 32
     vision_lr: float = 3e-3
-    bf16: bool = True  # bfloat16 autocast for forward passes (weights and optimizer stay fp32): ~2x on AVX512-BF16 CPUs
+    bf16: str = "auto"  # bfloat16 autocast for forward passes (weights and optimizer stay fp32): "true", "false" or
+    # "auto" = where the CPU runs bf16 matmuls natively (`native_bf16`: AVX512-class x86, Arm with BF16). The shipped
+    # checkpoint was made with it on such CPUs. On an AVX2-only CPU it is emulated, ~10x slower than fp32 (a
+    # mixture step of the shipped recipe's G stage: 30 s against 3 s). A new run records what "auto" chose in its
+    # saved config; a resumed run keeps it
     t2i_weight: float = 1.0  # weight of the (token-mean) text-to-image loss in the mixture's sum
     t2i_packed_steps: int = 0  # curriculum: the first N LM steps draw text-to-image examples packed into the first cells
     factor_head: bool = False  # generation head's output layer = per-code weights + shared (shape, colour, texture,
@@ -123,6 +127,10 @@ class PretrainConfig:
         from ospo.errors import InputError
         from ospo.shapeworld.mixture import FIND_QUESTIONS, TEXT_TASKS
 
+        if isinstance(self.bf16, bool):  # configs saved before "auto" hold a bool
+            object.__setattr__(self, "bf16", str(self.bf16).lower())
+        if self.bf16 not in CHOICES["bf16"]:
+            raise InputError(f"bf16 must be one of {', '.join(CHOICES['bf16'])}, not {self.bf16!r}")
         bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if k not in FIND_QUESTIONS]
         if bad or not self.find_stages:
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
@@ -140,6 +148,18 @@ class PretrainConfig:
             raise InputError(f"vq_stop_at must be 0 or between 1 and vq_steps ({self.vq_steps}), got {self.vq_stop_at}")
         if self.align_target not in ("cells", "words"):
             raise InputError(f"align_target must be 'cells' or 'words', not {self.align_target!r}")
+
+
+CHOICES = {"bf16": ("auto", "true", "false")}  # string fields with a fixed set of values (YAML true/false accepted)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN's own check: AVX512-class x86 or Arm with BF16). Elsewhere
+    torch's CPU autocast to bf16 falls back to slow kernels, an order of magnitude slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the private op: judge by the kernels torch dispatches to
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def config_fields(values: dict, where: str) -> dict:
@@ -167,6 +187,11 @@ def config_fields(values: dict, where: str) -> dict:
                     out[key] = text.lower() in ("1", "true", "yes")
                 else:
                     raise ValueError
+            elif key in CHOICES:
+                value = str(value).lower() if isinstance(value, bool) else value
+                if value not in CHOICES[key]:
+                    raise ValueError
+                out[key] = value
             elif kind is str:
                 if not isinstance(value, str):
                     raise ValueError
@@ -181,7 +206,8 @@ def config_fields(values: dict, where: str) -> dict:
             else:
                 out[key] = float(text if text is not None else value)
         except (ValueError, TypeError, OverflowError):
-            wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+            wanted = (" or ".join(CHOICES[key]) if key in CHOICES else
+                      {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind])
             raise InputError(f"{where}{key}={value!r}: {key} takes {wanted}") from None
     return out
 
@@ -243,7 +269,8 @@ def init_code_embeddings(model) -> None:
 
 
 def _autocast(cfg: PretrainConfig):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    return torch.autocast("cpu", dtype=torch.bfloat16,
+                          enabled=cfg.bf16 == "true" or (cfg.bf16 == "auto" and native_bf16()))
 
 
 @torch.no_grad()
@@ -833,10 +860,13 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
 
 
 def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
-    """The config a resumed run must keep using; a new run writes its own."""
+    """The config a resumed run must keep using; a new run writes its own, with `bf16="auto"` resolved on this
+    machine (a resumed run asked for "auto" keeps the precision it started with)."""
     path = out_dir / "pretrain-state" / "pretrain_config.json"
     if path.exists():
         saved = PretrainConfig(**json.loads(path.read_text()))
+        if cfg.bf16 == "auto":
+            cfg = replace(cfg, bf16=saved.bf16)
         if saved != cfg:
             from ospo.errors import OspoError
 
@@ -844,6 +874,8 @@ def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
             raise OspoError(f"{out_dir} holds a pretraining run with another config (field: (saved, asked) "
                             f"{differ}); use a new --out or the same settings (saved: {path})")
         return saved
+    if cfg.bf16 == "auto":
+        cfg = replace(cfg, bf16="true" if native_bf16() else "false")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(asdict(cfg), indent=1))
     return cfg
