@@ -244,3 +244,20 @@ def test_recipes_evaluation_pools_seeds_and_reuses_finished_evaluations(tmp_path
     recipes.evaluate(model, "dev", tmp_path, 1, ImageSampling(cfg_scale=2.0), [0], 1, other)
     recipes.evaluate(model, "dev", tmp_path, 2, ImageSampling(cfg_scale=2.0), [0], 1, other)
     assert drawn == [0, 1, 0, 0, 0]
+
+
+def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
+    """`benchmarks.efficiency --janus-pro-7b` has not run on a GPU here (none was lent): this checks, on the meta
+    device (no memory), that what it would build is Janus-Pro-7B: ~7.4B parameters (14.8 GB in bf16), a 30-layer
+    4096-wide LM, 576 image tokens from 384 px, 16384 codes; and that its FLOP count reads those shapes."""
+    from benchmarks import efficiency
+
+    adapter = efficiency.janus_pro_7b("meta")
+    params = sum(p.numel() for p in adapter.janus.parameters())
+    assert 7.3e9 < params < 7.5e9
+    assert all(p.dtype == torch.bfloat16 for p in adapter.janus.parameters())
+    assert (adapter.num_image_tokens, adapter.image_size, adapter.codebook_size) == (576, 384, 16384)
+    shapes = efficiency.model_shapes(adapter.janus)
+    assert (shapes.L, shapes.d) == (30, 4096)
+    per_image = efficiency.generation_flops(shapes, rows=2, P=16, N=576)  # one image with CFG: two rows
+    assert 2 * 2 * 6.0e9 * 576 < per_image < 2 * 2 * 7.4e9 * 600  # 2 FLOP per LM weight, token and row
