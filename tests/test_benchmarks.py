@@ -247,9 +247,9 @@ def test_recipes_evaluation_pools_seeds_and_reuses_finished_evaluations(tmp_path
 
 
 def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
-    """`benchmarks.efficiency --janus-pro-7b` has not run on a GPU here (none was lent): this checks, on the meta
-    device (no memory), that what it would build is Janus-Pro-7B: ~7.4B parameters (14.8 GB in bf16), a 30-layer
-    4096-wide LM, 576 image tokens from 384 px, 16384 codes; and that its FLOP count reads those shapes."""
+    """What `benchmarks.efficiency --janus-pro-7b` builds on a GPU is Janus-Pro-7B, checked on the meta device (no
+    memory): ~7.4B parameters (14.8 GB in bf16), a 30-layer 4096-wide LM, 576 image tokens from 384 px, 16384
+    codes; and its FLOP count of a guided image is ~2 FLOP per LM weight, image token and row."""
     from benchmarks import efficiency
 
     adapter = efficiency.janus_pro_7b("meta")

@@ -114,6 +114,10 @@ def test_run_dir_with_another_config_is_refused_naming_the_keys(tmp_path, config
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "images.cfg_scale" in err and "seed" in err and "select" not in err
+    assert "images.cfg_scale: 3.0 then, 2.0 now" in err, err
+    hint = err.split(": --set ", 1)[1].removesuffix(" resumes it").split(" --set ")  # the saved values
+    assert sorted(h.split("=")[0] for h in hint) == ["images.cfg_scale", "seed"]
+    prepare_run_dir(run_dir, load_config(config_file, ["images.cfg_scale=2", "seed=3", *hint]))  # they resume it
     prepare_run_dir(run_dir, load_config(config_file, ["select.rule=v3", "model.batch_size=2"]))  # allowed
     assert main(["stage", "score", "--run", str(tmp_path / "elsewhere")]) == 2
     assert "is not a run directory (no config.yaml)" in capsys.readouterr().err

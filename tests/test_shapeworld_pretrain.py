@@ -111,9 +111,11 @@ def test_bf16_auto_is_resolved_once_per_run_and_kept_on_resume(tmp_path, monkeyp
     old.write_text(json.dumps({"bf16": True}))
     assert pt.load_config(tmp_path / "old", PretrainConfig()).bf16 == "true"
     assert pt.config_fields({"bf16": False}, "")["bf16"] == "false"  # a YAML bool
-    with pytest.raises(InputError, match="bf16 takes auto or true or false"):
+    assert [pt.config_fields({"bf16": v}, "")["bf16"] for v in (" True", "1", "no", "AUTO")] == [
+        "true", "true", "false", "auto"]
+    with pytest.raises(InputError, match="bf16 takes auto, true or false"):
         pt.config_fields({"bf16": "maybe"}, "")
-    with pytest.raises(InputError, match="bf16 must be one of auto, true, false"):
+    with pytest.raises(InputError, match="bf16 takes auto, true or false, not 'fp32'"):
         PretrainConfig(bf16="fp32")
 
 

@@ -100,8 +100,11 @@ def prepare_run_dir(run_dir: str | Path, cfg: RunConfig) -> None:
         saved = yaml.safe_load(path.read_text()) or {}
         differ = [k for k in config_differences(saved, config_dict(cfg)) if not k.startswith(MAY_DIFFER)]
         if differ:
-            raise RunDirError(f"{run_dir} was made with another config ({', '.join(differ)} differ); use a new "
-                              f"run directory, or the saved config ({path})")
+            was, now = flatten(saved), flatten(config_dict(cfg))
+            values = ", ".join(f"{k}: {was.get(k, '(unset)')!r} then, {now.get(k, '(unset)')!r} now" for k in differ)
+            keep = " ".join(f"--set {k}={was[k]}" for k in differ if k in was and not isinstance(was[k], (dict, list)))
+            raise RunDirError(f"{run_dir} was made with another config ({values}); use a new run directory, or the "
+                              f"saved config ({path}){f': {keep} resumes it' if keep else ''}")
         return
     atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 

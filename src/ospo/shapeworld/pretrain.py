@@ -11,6 +11,7 @@ The result is saved with `save_pretrained` (safetensors) and loads through `Janu
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -72,9 +73,9 @@ class PretrainConfig:
     vision_lr: float = 3e-3
     bf16: str = "auto"  # bfloat16 autocast for forward passes (weights and optimizer stay fp32): "true", "false" or
     # "auto" = where the CPU runs bf16 matmuls natively (`native_bf16`: AVX512-class x86, Arm with BF16). The shipped
-    # checkpoint was made with it on such CPUs. On an AVX2-only CPU it is emulated, ~10x slower than fp32 (a
-    # mixture step of the shipped recipe's G stage: 30 s against 3 s). A new run records what "auto" chose in its
-    # saved config; a resumed run keeps it
+    # checkpoint was made with bf16 on (the default then). On an AVX2-only CPU bf16 is emulated, ~10x slower than
+    # fp32 (docs/shapeworld-model.md, session 12). A new run records what "auto" chose in its saved config; a resumed
+    # run keeps it
     t2i_weight: float = 1.0  # weight of the (token-mean) text-to-image loss in the mixture's sum
     t2i_packed_steps: int = 0  # curriculum: the first N LM steps draw text-to-image examples packed into the first cells
     factor_head: bool = False  # generation head's output layer = per-code weights + shared (shape, colour, texture,
@@ -130,7 +131,7 @@ class PretrainConfig:
         if isinstance(self.bf16, bool):  # configs saved before "auto" hold a bool
             object.__setattr__(self, "bf16", str(self.bf16).lower())
         if self.bf16 not in CHOICES["bf16"]:
-            raise InputError(f"bf16 must be one of {', '.join(CHOICES['bf16'])}, not {self.bf16!r}")
+            raise InputError(f"bf16 takes {', '.join(CHOICES['bf16'][:-1])} or {CHOICES['bf16'][-1]}, not {self.bf16!r}")
         bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if k not in FIND_QUESTIONS]
         if bad or not self.find_stages:
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
@@ -153,6 +154,7 @@ class PretrainConfig:
 CHOICES = {"bf16": ("auto", "true", "false")}  # string fields with a fixed set of values (YAML true/false accepted)
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (oneDNN's own check: AVX512-class x86 or Arm with BF16). Elsewhere
     torch's CPU autocast to bf16 falls back to slow kernels, an order of magnitude slower than fp32."""
@@ -188,10 +190,11 @@ def config_fields(values: dict, where: str) -> dict:
                 else:
                     raise ValueError
             elif key in CHOICES:
-                value = str(value).lower() if isinstance(value, bool) else value
-                if value not in CHOICES[key]:
+                word = str(value).strip().lower()
+                word = {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(word, word)
+                if word not in CHOICES[key]:
                     raise ValueError
-                out[key] = value
+                out[key] = word
             elif kind is str:
                 if not isinstance(value, str):
                     raise ValueError
@@ -206,7 +209,7 @@ def config_fields(values: dict, where: str) -> dict:
             else:
                 out[key] = float(text if text is not None else value)
         except (ValueError, TypeError, OverflowError):
-            wanted = (" or ".join(CHOICES[key]) if key in CHOICES else
+            wanted = (", ".join(CHOICES[key][:-1]) + " or " + CHOICES[key][-1] if key in CHOICES else
                       {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind])
             raise InputError(f"{where}{key}={value!r}: {key} takes {wanted}") from None
     return out

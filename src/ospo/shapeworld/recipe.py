@@ -146,6 +146,8 @@ def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None
         record = where / "stage.json"
         if record.exists():
             ran = json.loads(record.read_text())
+            if isinstance(ran.get("set"), dict) and isinstance(ran["set"].get("bf16"), bool):
+                ran["set"]["bf16"] = str(ran["set"]["bf16"]).lower()  # recorded when bf16 was a bool field
             if ran != planned:
                 differ = {k: {"ran": ran.get(k), "now": v} for k, v in planned.items() if ran.get(k) != v}
                 later = names[names.index(stage.name):]
