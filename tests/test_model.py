@@ -217,6 +217,25 @@ def test_yes_no_scores_with_shared_prefix_equal_full_forwards(tiny):
     assert shared[0].p_yes[0] != shared[0].p_yes[2]
 
 
+def test_yes_no_scores_bound_images_and_questions_per_forward_without_changing_answers(tiny, monkeypatch):
+    codes = tiny.generate_image_tokens(PROMPTS[:4] * 2, list(range(8)), ImageSampling()).codes
+    images = tiny.decode_images(codes)
+    asked = ["is there a red circle ?", "is there a dog ?", "is there a cat ?", "is the dog left of the tree ?",
+             "is there a tree ?", "is there a square ?"]
+    questions = [asked[:n] for n in (3, 3, 1, 1, 1, 6, 0, 2)]
+    unbounded = tiny.yes_no_scores(images, questions)  # batch_size 16, vqa_rows 128: one forward
+    groups, shared = [], tiny._yes_no_shared
+    monkeypatch.setattr(tiny, "_yes_no_shared", lambda imgs, qs: groups.append([len(q) for q in qs]) or shared(imgs, qs))
+    monkeypatch.setattr(tiny, "batch_size", 4)
+    monkeypatch.setattr(tiny, "vqa_rows", 5)
+    bounded = tiny.yes_no_scores(images, questions)
+    # <= 4 images and <= 5 questions per forward; an image with more than 5 questions goes alone
+    assert groups == [[3], [3, 1, 1], [1], [6], [0, 2]]
+    for a, b in zip(bounded, unbounded):
+        torch.testing.assert_close(a.p_yes, b.p_yes, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.p_no, b.p_no, atol=1e-5, rtol=0)
+
+
 def test_yes_no_takes_the_larger_case_variant(tiny):
     # the tiny vocabulary lowercases, so "Yes" and "yes" are one token; both must map to it
     assert tiny.yes_ids == [tiny.tokenizer.convert_tokens_to_ids("yes")]

@@ -31,6 +31,9 @@ from ospo.sampling import ImageSampling, TextSampling, cfg_mix, draw_uniforms, s
 
 log = logging.getLogger(__name__)
 
+VQA_ROWS = 128  # questions per self-VQA forward: the demo's score stage on the shipped model took 76 s at 128, 103 s
+# at 512 and 121 s with no bound at 128 images a batch (benchmarks/README.md); it also bounds memory at scale
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -111,6 +114,7 @@ class JanusAdapter:
         self.name = name
         self.batch_size = batch_size
         self.preallocate_cache = True  # decode loops' KV cache (see preallocated_cache); False = DynamicCache
+        self.vqa_rows = VQA_ROWS  # yes_no_scores: questions per forward (each row holds a copy of its image's cache)
         cfg = model.config
         self.num_image_tokens = cfg.vision_config.num_image_tokens
         self.image_size = cfg.vision_config.image_size
@@ -416,11 +420,15 @@ class JanusAdapter:
             raise InputError(f"need one question list per image, got {len(images)} images and {len(questions)}")
         if not len(images):
             raise InputError("no images given")
-        results = []
-        for i in range(0, len(images), self.batch_size):
-            imgs, qs = list(images[i:i + self.batch_size]), list(questions[i:i + self.batch_size])
-            fn = self._yes_no_shared if share_prefix else self._yes_no_full
-            results += fn(imgs, qs)
+        fn = self._yes_no_shared if share_prefix else self._yes_no_full
+        results, i = [], 0
+        while i < len(images):  # up to batch_size images and, past the first image, up to vqa_rows questions
+            j, rows = i + 1, len(questions[i])
+            while j < len(images) and j - i < self.batch_size and rows + len(questions[j]) <= self.vqa_rows:
+                rows += len(questions[j])
+                j += 1
+            results += fn(list(images[i:j]), list(questions[i:j]))
+            i = j
         return results
 
     def _yes_no_full(self, images, questions):
