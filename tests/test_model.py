@@ -222,15 +222,16 @@ def test_yes_no_scores_bound_images_and_questions_per_forward_without_changing_a
     images = tiny.decode_images(codes)
     asked = ["is there a red circle ?", "is there a dog ?", "is there a cat ?", "is the dog left of the tree ?",
              "is there a tree ?", "is there a square ?"]
-    questions = [asked[:n] for n in (3, 3, 1, 1, 1, 6, 0, 2)]
+    questions = [asked[:n] for n in (1, 1, 1, 1, 1, 6, 0, 2)]
     unbounded = tiny.yes_no_scores(images, questions)  # batch_size 16, vqa_rows 128: one forward
     groups, shared = [], tiny._yes_no_shared
     monkeypatch.setattr(tiny, "_yes_no_shared", lambda imgs, qs: groups.append([len(q) for q in qs]) or shared(imgs, qs))
     monkeypatch.setattr(tiny, "batch_size", 4)
     monkeypatch.setattr(tiny, "vqa_rows", 5)
     bounded = tiny.yes_no_scores(images, questions)
-    # <= 4 images and <= 5 questions per forward; an image with more than 5 questions goes alone
-    assert groups == [[3], [3, 1, 1], [1], [6], [0, 2]]
+    # <= 4 images (the fifth would fit 5 questions) and <= 5 questions per forward (the sixth image's 6 do not
+    # join the fifth's 1); an image with more than 5 questions goes alone
+    assert groups == [[1, 1, 1, 1], [1], [6], [0, 2]]
     for a, b in zip(bounded, unbounded):
         torch.testing.assert_close(a.p_yes, b.p_yes, atol=1e-5, rtol=0)
         torch.testing.assert_close(a.p_no, b.p_no, atol=1e-5, rtol=0)
