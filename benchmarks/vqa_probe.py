@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS
+from ospo.shapeworld.pretrain import native_bf16
 
 
 def one_object_example(rng, questions: str, copies: int = 1):
@@ -129,7 +130,8 @@ def main():
                     help="first train this many steps on naming (--name-kind) before the yes/no questions")
     ap.add_argument("--name-kind", choices=("color", "band"), default="color",
                     help="what --name-steps names: the colour, or the row or column band of an object")
-    ap.add_argument("--fp32", action="store_true", help="train without bfloat16 autocast")
+    ap.add_argument("--fp32", action="store_true", help="train without bfloat16 autocast (always, on a CPU without "
+                    "native bf16: pretrain.native_bf16)")
     ap.add_argument("--token-scale", type=float, default=1.0,
                     help="multiply the image tokens by this (the LM's first layer adds vectors ~100x their norm)")
     ap.add_argument("--threads", type=int, default=2)
@@ -223,7 +225,7 @@ def main():
         batch = [naming_example(rng, copies, args.name_kind) if naming else one_object_example(rng, args.questions, copies)
                  for _ in range(args.batch)]
         enc = encode(batch, True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32 and native_bf16()):
             logits = model(**enc, logits_to_keep=3).logits[:, 0]  # the position that predicts the answer
         loss = F.cross_entropy(logits.float(), torch.tensor(tok.convert_tokens_to_ids([b[2] for b in batch])))
         opt.zero_grad(set_to_none=True)
