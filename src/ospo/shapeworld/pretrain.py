@@ -131,7 +131,7 @@ class PretrainConfig:
         if isinstance(self.bf16, bool):  # configs saved before "auto" hold a bool
             object.__setattr__(self, "bf16", str(self.bf16).lower())
         if self.bf16 not in CHOICES["bf16"]:
-            raise InputError(f"bf16 takes {', '.join(CHOICES['bf16'][:-1])} or {CHOICES['bf16'][-1]}, not {self.bf16!r}")
+            raise InputError(f"bf16 takes {_one_of('bf16')}, not {self.bf16!r}")
         bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if k not in FIND_QUESTIONS]
         if bad or not self.find_stages:
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
@@ -152,6 +152,10 @@ class PretrainConfig:
 
 
 CHOICES = {"bf16": ("auto", "true", "false")}  # string fields with a fixed set of values (YAML true/false accepted)
+
+
+def _one_of(key: str) -> str:
+    return ", ".join(CHOICES[key][:-1]) + " or " + CHOICES[key][-1]
 
 
 @functools.cache
@@ -209,7 +213,7 @@ def config_fields(values: dict, where: str) -> dict:
             else:
                 out[key] = float(text if text is not None else value)
         except (ValueError, TypeError, OverflowError):
-            wanted = (", ".join(CHOICES[key][:-1]) + " or " + CHOICES[key][-1] if key in CHOICES else
+            wanted = (_one_of(key) if key in CHOICES else
                       {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind])
             raise InputError(f"{where}{key}={value!r}: {key} takes {wanted}") from None
     return out

@@ -133,7 +133,7 @@ def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None
     the weights it starts from (so a stage redone upstream is not silently built on). A stage whose record
     differs from what the recipe now asks is refused, naming the difference; deleting that stage's folder (and
     the later ones) redoes it."""
-    from ospo.shapeworld.pretrain import DATA_VERSION, PretrainConfig, assemble, pretrain
+    from ospo.shapeworld.pretrain import DATA_VERSION, PretrainConfig, assemble, config_fields, pretrain
 
     out = Path(out_dir)
     check_out_dir(out)
@@ -146,8 +146,8 @@ def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None
         record = where / "stage.json"
         if record.exists():
             ran = json.loads(record.read_text())
-            if isinstance(ran.get("set"), dict) and isinstance(ran["set"].get("bf16"), bool):
-                ran["set"]["bf16"] = str(ran["set"]["bf16"]).lower()  # recorded when bf16 was a bool field
+            if isinstance(ran.get("set"), dict):  # typed as today (a bool bf16 recorded before it took "auto")
+                ran["set"] = config_fields(ran["set"], f"{record}: ")
             if ran != planned:
                 differ = {k: {"ran": ran.get(k), "now": v} for k, v in planned.items() if ran.get(k) != v}
                 later = names[names.index(stage.name):]
