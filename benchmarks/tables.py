@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 
+def _cell(value, digits: int) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "" if value is None else str(value)
+
+
 def markdown_table(rows: list[dict], first: str, digits: int = 3) -> str:
-    """Rows of dicts as a markdown table: the `first` key as the first column, then every other key of the first
-    row in order, numbers with `digits` decimals."""
-    columns = [k for k in rows[0] if k != first]
+    """Rows of dicts as a markdown table: the `first` key as the first column, then every other key in the order
+    the rows first use it; floats with `digits` decimals, a key a row lacks as an empty cell."""
+    columns = list(dict.fromkeys(k for r in rows for k in r if k != first))
     lines = [f"| {first} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    lines += [f"| {r[first]} | " + " | ".join(f"{r[c]:.{digits}f}" for c in columns) + " |" for r in rows]
+    lines += [f"| {r[first]} | " + " | ".join(_cell(r.get(c), digits) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

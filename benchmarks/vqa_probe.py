@@ -15,12 +15,14 @@ of 64? `--tokens` picks the image tokens:
 - `words+position`: `words` plus a fixed code of the cell's row and column (sinusoids, scaled to the word
   sums' mean norm): exact tokens that also say where the cell is, which the aligner's tokens do not;
 - `realign`: the aligner re-trained first so that its tokens approximate `words` from pixels (the
-  `align_target=words` phase of pretraining, `--align-steps` steps).
+  `align_target=words` phase of pretraining, `--align-steps` steps); `realign+position` towards `words+position`
+  (`align_target=words+position`).
 `--copies N` draws the training object in N cells at step 0, shrinking to 1 by 70% of the steps (the
 `vqa_curriculum_steps` schedule of pretraining); 1 = no curriculum. Evaluation always uses one copy.
 `--name-steps K` first trains K steps on naming the object's colour ("what color is the circle ?", answered
 with the colour word; its own copies schedule), the stage that made yes/no questions about colour learnable.
-`--questions relation` asks "is the <shape> <relation> the <shape> ?" about two of 2-4 objects of distinct
+`--questions left-of` asks only "left of" (benchmarks.relation_probe: one relation is learnable, a fair coin
+between two is not). `--questions relation` asks "is the <shape> <relation> the <shape> ?" about two of 2-4 objects of distinct
 shapes (`mixture.position_example`; `--copies` does not apply); `--questions left-right` the easiest kind: two
 objects on one row, "left of" or "right of".
 `--order question-first`, `--fp32` and `--token-scale` vary the format, the precision and the image tokens'
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS
-from ospo.shapeworld.pretrain import native_bf16
+from ospo.shapeworld.pretrain import cell_position_code, native_bf16
 
 
 def one_object_example(rng, questions: str, copies: int = 1):
@@ -54,24 +56,25 @@ def one_object_example(rng, questions: str, copies: int = 1):
     if questions == "relation":
         scene, text, answer = mixture.position_example(rng, "relation")
         return scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), answer, "relation"
-    if questions == "left-right":
-        scene, text, answer = left_right_example(rng)
+    if questions in ("left-right", "left-of"):
+        scene, text, answer = left_right_example(rng, p_right=0.0 if questions == "left-of" else 0.5)
         return scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), answer, "relation"
     scene, question, yes = mixture.find_example(rng, copies, questions)
     text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
     return scene, text, "yes" if yes else "no", question.kind
 
 
-def left_right_example(rng):
-    """The easiest relation: two objects of distinct shapes on one row, "is the <shape> left of (right of) the
-    <shape> ?", yes or no with a fair coin."""
+def left_right_example(rng, p_right: float = 0.5):
+    """The easiest relation: two objects of distinct shapes on one row, "is the <shape> left of (right of, with
+    probability `p_right`) the <shape> ?"; yes or no by the placement, a fair coin."""
     from ospo.shapeworld.world import BACKGROUNDS, COLORS, GRID, SHAPES, TEXTURES, Obj, Scene
 
     shapes = rng.choice(SHAPES, size=2, replace=False)
     row, cols = int(rng.integers(GRID)), rng.choice(GRID, size=2, replace=False)
     objs = tuple(Obj(str(s), str(rng.choice(list(COLORS))), str(rng.choice(list(TEXTURES))), row, int(c))
                  for s, c in zip(shapes, cols))
-    relation = "left of" if rng.random() < 0.5 else "right of"
+    # no draw at p_right 0, and at 0.5 the draw of the fair-coin version: the streams of earlier runs are kept
+    relation = "right of" if p_right and rng.random() >= 1.0 - p_right else "left of"
     holds = (cols[0] < cols[1]) == (relation == "left of")
     return Scene(objs, str(rng.choice(list(BACKGROUNDS)))), f"is the {shapes[0]} {relation} the {shapes[1]} ?", \
         "yes" if holds else "no"
@@ -97,26 +100,12 @@ def naming_example(rng, copies: int = 1, kind: str = "color"):
     return scene, f"is the {thing.shape} {first} {second} or {third} ?", answer, "name"
 
 
-def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
-    """(grid * grid, width) unit vectors saying each cell's row (first half) and column (second half) with
-    sinusoids of several periods, row-major like the image tokens."""
-    half = width // 2
-    freqs = torch.pi / grid * torch.arange(1, half // 2 + 1, dtype=torch.float32) / (half // 4)
-    cells = torch.arange(grid * grid)
-    def axis(values):
-        angles = values[:, None].float() * freqs[None]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-    code = torch.cat([axis(cells // grid), axis(cells % grid)], dim=-1)
-    code = torch.nn.functional.pad(code, (0, width - code.shape[-1]))
-    return code / code.norm(dim=-1, keepdim=True)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--tokens", choices=("aligner", "words", "words+position", "realign"), default="aligner")
+    ap.add_argument("--tokens", choices=("aligner", "words", "words+position", "realign", "realign+position"), default="aligner")
     ap.add_argument("--copies", type=int, default=1)
-    ap.add_argument("--questions", choices=(*YES_NO_FIND_QUESTIONS, "relation", "left-right"), default="shape")
+    ap.add_argument("--questions", choices=(*YES_NO_FIND_QUESTIONS, "relation", "left-right", "left-of"), default="shape")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -153,8 +142,9 @@ def main():
     adapter = JanusAdapter.from_pretrained(args.model or str(checkpoint_path()))
     model, tok = adapter.janus, adapter.tokenizer
     labels = pretrain.cell_labels()
-    if args.tokens == "realign":
-        cfg = replace(pretrain.PretrainConfig(), align_steps=args.align_steps, align_target="words",
+    if args.tokens.startswith("realign"):
+        target = "words+position" if args.tokens == "realign+position" else "words"
+        cfg = replace(pretrain.PretrainConfig(), align_steps=args.align_steps, align_target=target,
                       threads=args.threads)
         with tempfile.TemporaryDirectory() as state:
             aligned = pretrain.train_aligner(model, adapter.processor, cfg, Path(state))

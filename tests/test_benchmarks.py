@@ -261,3 +261,85 @@ def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
     assert (shapes.L, shapes.d) == (30, 4096)
     per_image = efficiency.generation_flops(shapes, rows=2, P=16, N=576)  # one image with CFG: two rows
     assert 2 * 2 * 6.0e9 * 576 < per_image < 2 * 2 * 7.4e9 * 600  # 2 FLOP per LM weight, token and row
+
+
+def test_relation_probe_phases_parse_and_bad_ones_say_the_form():
+    import argparse
+
+    from benchmarks.relation_probe import parse_phases
+
+    assert parse_phases("left-of:600,left-right~0.2:300,left-right:5") == [
+        ("left-of", 0.0, 600), ("left-right", 0.2, 300), ("left-right", 0.5, 5)]
+    for bad in ("up:3", "left-of:0", "left-of~0.5:3", "left-right~2:3", "left-right~x:3", "left-right"):
+        with pytest.raises(argparse.ArgumentTypeError, match="KIND"):
+            parse_phases(bad)
+
+
+def test_relation_probe_examples_follow_the_pixels_and_the_asked_share_of_right_of():
+    from benchmarks.vqa_probe import left_right_example
+    from ospo.shapeworld import oracle
+    from ospo.shapeworld.questions import answer_question
+    from ospo.shapeworld.render import render
+
+    rng = np.random.default_rng(5)
+    for p_right, low, high in ((0.0, 0, 0), (0.2, 5, 35), (0.5, 35, 65)):
+        questions = []
+        for _ in range(100):
+            scene, question, answer = left_right_example(rng, p_right)
+            if len(questions) < 20:
+                assert answer_question(question, oracle.read_scene(render(scene))) == answer
+            questions.append(question)
+        assert low <= sum("right of" in q for q in questions) <= high
+
+
+def test_relation_probe_lm_path_equals_the_full_model_with_the_same_image_tokens(monkeypatch, capsys, tmp_path):
+    """The probe skips the vision tower by writing the exact tokens into the LM's input: the full model, its
+    aligner's output replaced by the same tokens, must give the same answer logits."""
+    import json
+    import sys
+
+    from benchmarks import relation_probe
+    from ospo.model import JanusAdapter
+    from ospo.shapeworld import checkpoint_path, mixture, tasks
+    from ospo.shapeworld import codes as world_codes
+    from ospo.shapeworld.render import render
+
+    adapter = JanusAdapter.from_pretrained(str(checkpoint_path()))
+    lm = relation_probe.ExactTokenLM(adapter, position=1.0)
+    rng = np.random.default_rng(1)
+    examples = [relation_probe.example(rng, 0.5) for _ in range(3)]
+    examples.append((examples[0][0], "is the circle above the square ?", "no"))  # another length: left padding
+    with torch.no_grad():
+        fast = lm.answer_logits(examples)
+        cells = lm.labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(s) for s, _, _ in examples]))]
+        exact = lm.table[cells.unbind(-1)] + lm.position
+        hook = adapter.janus.model.aligner.register_forward_hook(lambda m, i, out: exact.to(out.dtype))
+        texts = [adapter.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"},
+                                          {"type": "text", "text": mixture.spaced(tasks.shapeworld_templates().vqa(q))}]}],
+            add_generation_prompt=True) for _, q, _ in examples]
+        enc = adapter.processor(text=texts, images=[render(s) for s, _, _ in examples], return_tensors="pt",
+                                padding=True)
+        full = adapter.janus(**enc, logits_to_keep=1).logits[:, -1]
+        hook.remove()
+    assert torch.allclose(fast, full, atol=1e-4), (fast - full).abs().max()
+
+    out = tmp_path / "rel.json"
+    monkeypatch.setattr(sys, "argv", ["relation_probe", "--phases", "left-of:2,left-right~0.3:1", "--batch", "2",
+                                      "--eval-every", "1", "--threads", str(torch.get_num_threads()),
+                                      "--json", str(out)])
+    relation_probe.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["step"], r["phase"]) for r in rows] == [(0, "left-of"), (1, "left-of"), (2, "left-of"),
+                                                       (2, "left-right"), (3, "left-right")]
+    assert all(0.0 <= r[k] <= 1.0 for r in rows for k in relation_probe.KINDS)
+    assert "| left-right |" in capsys.readouterr().out
+
+
+def test_markdown_table_takes_every_rows_keys_and_prints_words_and_counts_as_they_are():
+    from benchmarks.tables import markdown_table
+
+    table = markdown_table([{"step": 0, "phase": "a", "acc": 0.5}, {"step": 9, "phase": "b", "loss": 0.25,
+                                                                     "acc": 1.0, "n": 3}], "step", digits=2)
+    assert table.splitlines() == ["| step | phase | acc | loss | n |", "|---|---|---|---|---|",
+                                  "| 0 | a | 0.50 |  |  |", "| 9 | b | 1.00 | 0.25 | 3 |"]

@@ -84,7 +84,9 @@ class PretrainConfig:
     align_steps: int = 0  # aligner phase after the vision phase: fresh aligner trained so that its (RMS-normalised)
     # image tokens separate cell contents linearly (temporary heads, vision tower frozen); 0 = skip
     align_target: str = "cells"  # "cells": linear cell classification; "words": each image token regresses onto the
-    # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets
+    # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets;
+    # "words+position": that sum plus a code of the cell's row and column (cell_position_code): relations are
+    # learnable only from tokens that carry their place (benchmarks.relation_probe, docs/shapeworld-model.md)
     freeze_vision: bool = False  # keep the vision tower of the vision phase fixed during the LM mixture
     freeze_aligner: bool = False  # keep the aligner of the align phase fixed during the LM mixture (the mixture
     # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, docs/shapeworld-model.md)
@@ -147,10 +149,11 @@ class PretrainConfig:
             raise InputError("fresh_optimizer restarts AdamW after the find and text phases; it needs find_at_lm_step")
         if not 0 <= self.vq_stop_at <= self.vq_steps:
             raise InputError(f"vq_stop_at must be 0 or between 1 and vq_steps ({self.vq_steps}), got {self.vq_stop_at}")
-        if self.align_target not in ("cells", "words"):
-            raise InputError(f"align_target must be 'cells' or 'words', not {self.align_target!r}")
+        if self.align_target not in ALIGN_TARGETS:
+            raise InputError(f"align_target must be 'cells', 'words' or 'words+position', not {self.align_target!r}")
 
 
+ALIGN_TARGETS = ("cells", "words", "words+position")
 CHOICES = {"bf16": ("auto", "true", "false")}  # string fields with a fixed set of values (YAML true/false accepted)
 
 
@@ -453,6 +456,33 @@ def _cell_heads(width: int, gen: torch.Generator) -> torch.nn.ModuleList:
     return heads
 
 
+def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
+    """(grid * grid, width) unit vectors saying each cell's row (first half) and column (second half) with
+    sinusoids of several periods, row-major like the image tokens."""
+    half = width // 2
+    freqs = torch.pi / grid * torch.arange(1, half // 2 + 1, dtype=torch.float32) / (half // 4)
+    cells = torch.arange(grid * grid)
+
+    def axis(values):
+        angles = values[:, None].float() * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    code = torch.cat([axis(cells // grid), axis(cells % grid)], dim=-1)
+    code = F.pad(code, (0, width - code.shape[-1]))
+    return code / code.norm(dim=-1, keepdim=True)
+
+
+def aligned_tokens(words: torch.Tensor, labels: torch.Tensor, position: bool) -> torch.Tensor:
+    """(B, cells, width) the "words" target of cells with `cell_labels` rows `labels` (B, cells, 4): the sums of
+    their word embeddings (`word_targets` table `words`), plus, with `position`, `cell_position_code` scaled to the
+    sums' mean norm."""
+    goal = words[labels.unbind(-1)]
+    if position:
+        grid = math.isqrt(labels.shape[1])
+        goal = goal + cell_position_code(words.shape[-1], grid) * words.norm(dim=-1).mean()
+    return goal
+
+
 def word_targets(model, tokenizer) -> torch.Tensor:
     """(shapes+1, colours+1, textures+1, backgrounds, width) table of the aligner's "words" target: the sum of the
     LM's input embeddings (frozen copy) of a cell's shape, colour, texture and background words, the pad token's
@@ -497,7 +527,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
         if isinstance(module, torch.nn.Linear):
             _reinit(model, module)
     heads = _cell_heads(model.config.text_config.hidden_size, torch.Generator().manual_seed(cfg.seed + 1))
-    words = word_targets(model, processor.tokenizer) if cfg.align_target == "words" else None
+    words = word_targets(model, processor.tokenizer) if cfg.align_target.startswith("words") else None
     metric = "align_rel_mse" if words is not None else "align_ce"
     opt = torch.optim.AdamW(list(aligner.parameters()) + ([] if words is not None else list(heads.parameters())),
                             lr=cfg.vision_lr, weight_decay=0.0)
@@ -509,7 +539,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
             features = vision(pixel_values=pixels).last_hidden_state
         tokens = aligner(features.float())
         if words is not None:
-            goal = words[target.unbind(-1)]  # (B, cells, width): the sum of the cell's word embeddings
+            goal = aligned_tokens(words, target, cfg.align_target == "words+position")  # (B, cells, width)
             loss = (tokens - goal).pow(2).mean() / goal.pow(2).mean()  # relative squared error
         else:
             tokens = tokens * torch.rsqrt(tokens.pow(2).mean(-1, keepdim=True) + 1e-6)  # what the LM's first norm sees
