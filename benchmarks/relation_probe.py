@@ -8,9 +8,9 @@ one row ("is the circle left of the square ?"), phase after phase, and prints he
 questions per phase kind, drawn apart from the training stream) every `--eval-every` steps. The image tokens
 are exact, not read from pixels: each cell's token is the sum of the LM's input embeddings of its shape,
 colour, texture and background words (`pretrain.word_targets`), plus `--position` times a fixed code of the
-cell's row and column (`pretrain.cell_position_code`, scaled to the word sums' mean norm; 0 = no code). The
-vision tower and the image processor never run, so a step costs the LM's forward and backward alone
-(`benchmarks.vqa_probe --tokens words+position` asks the same of the full model, about twice as slowly).
+cell's row and column (`pretrain.aligned_tokens`: `cell_position_code` scaled to the word sums' mean norm; 0 =
+no code). The vision tower and the image processor never run, so a step costs the LM's forward and backward
+alone (`benchmarks.vqa_probe --tokens words+position --questions left-of` asks the same of the full model).
 
 Phase kinds:
 - `left-of`: always "left of"; yes when the first object is left of the second (a fair coin by placement).
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from benchmarks.tables import markdown_table
 from benchmarks.vqa_probe import left_right_example
-from ospo.shapeworld.pretrain import cell_position_code
+from ospo.shapeworld import pretrain
 
 KINDS = ("left-of", "left-right")
 
@@ -46,32 +46,39 @@ def parse_phases(text: str) -> list[tuple[str, float, int]]:
     "right of" questions, steps); a plain "left-right" asks "right of" half the time."""
     phases = []
     for part in text.split(","):
-        kind, _, steps = part.partition(":")
-        kind, _, share = kind.partition("~")
-        valid = kind in KINDS and steps.isdigit() and int(steps) > 0
+        head, _, steps = part.partition(":")
+        kind, tilde, share = head.partition("~")
         try:
-            p_right = 0.0 if kind == "left-of" else float(share or 0.5)
+            p_right = 0.0 if kind == "left-of" else float(share if tilde else 0.5)
+            valid = (kind in KINDS and steps.isdecimal() and int(steps) > 0 and 0.0 <= p_right <= 1.0
+                     and not (kind == "left-of" and tilde))
         except ValueError:
             valid = False
-        if not valid or not 0.0 <= p_right <= 1.0 or (kind == "left-of" and share):
+        if not valid:
             raise argparse.ArgumentTypeError(f"a phase is KIND[~P]:STEPS with KIND one of {KINDS} and P the share of "
                                              f"'right of' questions (left-right only), not {part!r}")
         phases.append((kind, p_right, int(steps)))
     return phases
 
 
+def format_phases(phases: list[tuple[str, float, int]]) -> str:
+    """The `--phases` text of `parse_phases`' result."""
+    return ",".join(f"{kind}:{steps}" if kind == "left-of" else f"{kind}~{p_right}:{steps}"
+                    for kind, p_right, steps in phases)
+
+
 class ExactTokenLM:
     """The checkpoint's LM fed chat-formatted questions whose 64 image placeholders hold exact cell tokens."""
 
-    def __init__(self, adapter, position: float):
+    def __init__(self, adapter, position_scale: float):
         from PIL import Image
 
-        from ospo.shapeworld import pretrain, tasks
+        from ospo.shapeworld import tasks
 
         self.adapter, self.model, self.tok = adapter, adapter.janus, adapter.tokenizer
         self.table = pretrain.word_targets(self.model, self.tok)  # (shapes+1, colours+1, textures+1, bgs, width)
         self.labels = pretrain.cell_labels()  # (num_codes, 4)
-        self.position = cell_position_code(self.table.shape[-1]) * self.table.norm(dim=-1).mean() * position
+        self.position_scale = position_scale
         self.templates = tasks.shapeworld_templates()
         self.image_id = self.model.config.image_token_id
         self._blank = Image.new("RGB", (128, 128))
@@ -82,33 +89,34 @@ class ExactTokenLM:
         from ospo.shapeworld import mixture
 
         if question not in self._ids:
-            conv = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": mixture.spaced(self.templates.vqa(question))}]}]
+            text = mixture.spaced(self.templates.vqa(question))
+            conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
             text = self.adapter.processor.apply_chat_template(conv, add_generation_prompt=True)
             self._ids[question] = self.adapter.processor(text=[text], images=[self._blank],
                                                          return_tensors="pt")["input_ids"][0]
         return self._ids[question]
 
-    def answer_logits(self, examples) -> torch.Tensor:
-        """(B, vocab) next-token logits after the prompt of each (scene, question, answer)."""
+    def cells(self, examples) -> torch.Tensor:
+        """(B, cells, 4) `cell_labels` rows of each example's scene."""
         from ospo.shapeworld import codes as world_codes
 
+        return self.labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(s) for s, _, _ in examples]))]
+
+    def answer_logits(self, examples) -> torch.Tensor:
+        """(B, vocab) next-token logits after the prompt of each (scene, question, answer)."""
         rows = [self._prompt_ids(q) for _, q, _ in examples]
         length = max(len(r) for r in rows)
         ids = torch.stack([F.pad(r, (length - len(r), 0), value=self.tok.pad_token_id) for r in rows])  # left pad
         mask = torch.stack([F.pad(torch.ones_like(r), (length - len(r), 0)) for r in rows])
-        cells = self.labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(s) for s, _, _ in examples]))]
-        tokens = self.table[cells.unbind(-1)] + self.position  # (B, 64, width)
+        tokens = pretrain.aligned_tokens(self.table, self.cells(examples), self.position_scale)  # (B, cells, width)
         embeds = self.model.get_input_embeddings()(ids)
         slots = (ids == self.image_id)[..., None]
+        if int(slots.sum()) != tokens.shape[0] * tokens.shape[1]:  # masked_scatter would not notice
+            raise ValueError(f"{int(slots.sum())} image slots for {tokens.shape[0]} x {tokens.shape[1]} tokens")
         embeds = embeds.masked_scatter(slots, tokens.to(embeds.dtype).reshape(-1, tokens.shape[-1]))
-        hidden = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        hidden = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask,
+                                                 use_cache=False).last_hidden_state
         return self.model.lm_head(hidden[:, -1])
-
-
-def example(rng, p_right: float):
-    """Two objects of distinct shapes on one row; "right of" with probability `p_right`, else "left of"."""
-    return left_right_example(rng, p_right=p_right)
 
 
 def main():
@@ -139,8 +147,8 @@ def main():
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    held_out = {kind: [example(np.random.default_rng([9, i]), 0.0 if kind == "left-of" else 0.5) for i in range(300)]
-                for kind in KINDS}
+    held_out = {kind: [left_right_example(np.random.default_rng([9, i]), 0.0 if kind == "left-of" else 0.5)
+                       for i in range(300)] for kind in KINDS}
 
     @torch.no_grad()
     def accuracy(kind: str) -> float:
@@ -149,11 +157,13 @@ def main():
 
     rows, step, t0 = [], 0, time.time()
     for kind, p_right, steps in args.phases:
-        rows.append({"step": step, "phase": kind, **{k: accuracy(k) for k in KINDS}})
-        print(rows[-1], flush=True)
+        if step == 0:
+            rows.append({"step": 0, "phase": kind, **{k: accuracy(k) for k in KINDS}})
+            print(rows[-1], flush=True)
+        model.train()  # no dropout in these checkpoints; said for the day one has it
         for phase_step in range(steps):
             rng = np.random.default_rng([1, step])
-            batch = [example(rng, p_right) for _ in range(args.batch)]
+            batch = [left_right_example(rng, p_right) for _ in range(args.batch)]
             target = torch.tensor(tok.convert_tokens_to_ids([a for _, _, a in batch]))
             loss = F.cross_entropy(lm.answer_logits(batch).float(), target)
             opt.zero_grad(set_to_none=True)
@@ -162,11 +172,13 @@ def main():
             opt.step()
             step += 1
             if (phase_step + 1) % args.eval_every == 0 or phase_step + 1 == steps:
+                model.eval()
                 rows.append({"step": step, "phase": kind, "loss": round(loss.item(), 3),
                              **{k: accuracy(k) for k in KINDS}, "seconds": round(time.time() - t0)})
                 print(rows[-1], flush=True)
+                model.train()
 
-    phases = ",".join(f"{k}~{p}:{n}" for k, p, n in args.phases)
+    phases = format_phases(args.phases)
     print(f"\n## Relations on exact tokens: phases {phases}, position {args.position}, batch {args.batch}, "
           f"lr {args.lr}, model {args.model or 'shipped'}\n")
     print(markdown_table(rows, "step"))

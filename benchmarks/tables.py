@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
+
 
 def _cell(value, digits: int) -> str:
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
+    """A float (numpy's too) with `digits` decimals; counts and words as they are; nothing as an empty cell."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return f"{float(value):.{digits}f}"
     return "" if value is None else str(value)
 
 

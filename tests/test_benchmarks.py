@@ -72,6 +72,30 @@ def test_vqa_probe_runs_each_token_kind_and_prints_a_table(monkeypatch, capsys, 
     assert "| step | all |" in capsys.readouterr().out
 
 
+def test_vqa_probe_realigns_towards_the_position_target_and_asks_left_of_only(monkeypatch, capsys, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import vqa_probe
+    from ospo.shapeworld import pretrain
+
+    targets, train_aligner = [], pretrain.train_aligner
+    monkeypatch.setattr(pretrain, "train_aligner",
+                        lambda model, processor, cfg, *a, **k: targets.append(cfg.align_target) or
+                        train_aligner(model, processor, cfg, *a, **k))
+    rng = np.random.default_rng(4)
+    assert all("left of" in vqa_probe.one_object_example(rng, "left-of")[1] for _ in range(20))
+    out = tmp_path / "p.json"
+    monkeypatch.setattr(sys, "argv", ["vqa_probe", "--freeze-aligner", "--tokens", "realign+position", "--questions",
+                                      "left-of", "--steps", "1", "--batch", "2", "--eval-size", "6",
+                                      "--align-steps", "2", "--threads", str(torch.get_num_threads()),
+                                      "--json", str(out)])
+    vqa_probe.main()
+    assert targets == ["words+position"]
+    assert [r["step"] for r in json.loads(out.read_text())["rows"]] == [0, 1]
+    assert "aligner re-trained" in capsys.readouterr().out
+
+
 def test_vqa_probe_naming_stage_comes_first_and_is_scored_on_colour_words(monkeypatch, capsys, tmp_path):
     import json
     import sys
@@ -99,9 +123,6 @@ def test_vqa_probe_position_tokens_band_naming_and_relation_questions(monkeypatc
     from ospo.shapeworld.render import render
     from ospo.shapeworld.world import COL_BANDS, ROW_BANDS
 
-    code = vqa_probe.cell_position_code(32)
-    assert code.shape == (64, 32) and torch.allclose(code.norm(dim=-1), torch.ones(64))
-    assert len({tuple(row.tolist()) for row in code}) == 64  # every cell its own code
     rng = np.random.default_rng(3)
     for _ in range(30):  # "is the circle upper middle or lower ?" -> the band of the circle in the pixels
         scene, question, answer, kind = vqa_probe.naming_example(rng, 4, "band")
@@ -266,11 +287,13 @@ def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
 def test_relation_probe_phases_parse_and_bad_ones_say_the_form():
     import argparse
 
-    from benchmarks.relation_probe import parse_phases
+    from benchmarks.relation_probe import format_phases, parse_phases
 
-    assert parse_phases("left-of:600,left-right~0.2:300,left-right:5") == [
-        ("left-of", 0.0, 600), ("left-right", 0.2, 300), ("left-right", 0.5, 5)]
-    for bad in ("up:3", "left-of:0", "left-of~0.5:3", "left-right~2:3", "left-right~x:3", "left-right"):
+    phases = parse_phases("left-of:600,left-right~0.2:300,left-right:5")
+    assert phases == [("left-of", 0.0, 600), ("left-right", 0.2, 300), ("left-right", 0.5, 5)]
+    assert parse_phases(format_phases(phases)) == phases  # what a run records can be passed again
+    for bad in ("up:3", "left-of:0", "left-of~0.5:3", "left-of~:3", "left-right~:3", "left-right~2:3",
+                "left-right~x:3", "left-right", "left-of:\u00b2"):
         with pytest.raises(argparse.ArgumentTypeError, match="KIND"):
             parse_phases(bad)
 
@@ -281,6 +304,22 @@ def test_relation_probe_examples_follow_the_pixels_and_the_asked_share_of_right_
     from ospo.shapeworld.questions import answer_question
     from ospo.shapeworld.render import render
 
+    def fair_coin(rng):  # the example before p_right existed: the documented runs' stream
+        from ospo.shapeworld.world import BACKGROUNDS, COLORS, GRID, SHAPES, TEXTURES
+
+        shapes = rng.choice(SHAPES, size=2, replace=False)
+        rng.integers(GRID), rng.choice(GRID, size=2, replace=False)
+        [(rng.choice(list(COLORS)), rng.choice(list(TEXTURES))) for _ in shapes]
+        relation = "left of" if rng.random() < 0.5 else "right of"
+        rng.choice(list(BACKGROUNDS))
+        return f"is the {shapes[0]} {relation} the {shapes[1]}"
+
+    old, new = np.random.default_rng(8), np.random.default_rng(8)
+    for _ in range(50):
+        assert left_right_example(new, 0.5)[1].startswith(fair_coin(old))
+    only_left = np.random.default_rng(8)
+    for _ in range(20):  # no draw for the relation at p_right 0: the fair-coin stream minus those draws
+        assert "left of" in left_right_example(only_left, 0.0)[1]
     rng = np.random.default_rng(5)
     for p_right, low, high in ((0.0, 0, 0), (0.2, 5, 35), (0.5, 35, 65)):
         questions = []
@@ -300,24 +339,25 @@ def test_relation_probe_lm_path_equals_the_full_model_with_the_same_image_tokens
 
     from benchmarks import relation_probe
     from ospo.model import JanusAdapter
-    from ospo.shapeworld import checkpoint_path, mixture, tasks
+    from ospo.shapeworld import checkpoint_path, mixture, pretrain, tasks
     from ospo.shapeworld import codes as world_codes
     from ospo.shapeworld.render import render
 
     adapter = JanusAdapter.from_pretrained(str(checkpoint_path()))
-    lm = relation_probe.ExactTokenLM(adapter, position=1.0)
+    lm = relation_probe.ExactTokenLM(adapter, position_scale=1.0)
     rng = np.random.default_rng(1)
-    examples = [relation_probe.example(rng, 0.5) for _ in range(3)]
+    examples = [relation_probe.left_right_example(rng, 0.5) for _ in range(3)]
     examples.append((examples[0][0], "is the circle above the square ?", "no"))  # another length: left padding
     with torch.no_grad():
         fast = lm.answer_logits(examples)
         cells = lm.labels[torch.from_numpy(np.stack([world_codes.scene_to_codes(s) for s, _, _ in examples]))]
-        exact = lm.table[cells.unbind(-1)] + lm.position
+        code = pretrain.cell_position_code(lm.table.shape[-1]) * lm.table.norm(dim=-1).mean()
+        exact = lm.table[cells.unbind(-1)] + code
         hook = adapter.janus.model.aligner.register_forward_hook(lambda m, i, out: exact.to(out.dtype))
+        questions = [mixture.spaced(tasks.shapeworld_templates().vqa(q)) for _, q, _ in examples]
         texts = [adapter.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"},
-                                          {"type": "text", "text": mixture.spaced(tasks.shapeworld_templates().vqa(q))}]}],
-            add_generation_prompt=True) for _, q, _ in examples]
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+            add_generation_prompt=True) for q in questions]
         enc = adapter.processor(text=texts, images=[render(s) for s, _, _ in examples], return_tensors="pt",
                                 padding=True)
         full = adapter.janus(**enc, logits_to_keep=1).logits[:, -1]
@@ -329,11 +369,16 @@ def test_relation_probe_lm_path_equals_the_full_model_with_the_same_image_tokens
                                       "--eval-every", "1", "--threads", str(torch.get_num_threads()),
                                       "--json", str(out)])
     relation_probe.main()
-    rows = json.loads(out.read_text())["rows"]
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
     assert [(r["step"], r["phase"]) for r in rows] == [(0, "left-of"), (1, "left-of"), (2, "left-of"),
-                                                       (2, "left-right"), (3, "left-right")]
-    assert all(0.0 <= r[k] <= 1.0 for r in rows for k in relation_probe.KINDS)
-    assert "| left-right |" in capsys.readouterr().out
+                                                       (3, "left-right")]
+    assert saved["args"]["phases"] == "left-of:2,left-right~0.3:1"
+    held_out = [relation_probe.left_right_example(np.random.default_rng([9, i]), 0.0) for i in range(300)]
+    with torch.no_grad():  # step 0 is the untrained model's accuracy on the left-of held-out questions
+        said_yes = lm.answer_logits(held_out)[:, adapter.tokenizer.convert_tokens_to_ids(["yes", "no"])].argmax(-1) == 0
+    assert rows[0]["left-of"] == np.mean([bool(y) == (a == "yes") for y, (_, _, a) in zip(said_yes.tolist(), held_out)])
+    assert rows[1]["loss"] > 0 and "| left-right |" in capsys.readouterr().out
 
 
 def test_markdown_table_takes_every_rows_keys_and_prints_words_and_counts_as_they_are():

@@ -543,7 +543,7 @@ def test_aligner_words_target_trains_and_a_bad_target_is_refused(tmp_path):
     pretrain(tmp_path / "c", replace(cfg, align_target="cells"), spec=small_spec())
     w, c = load_file(tmp_path / "w" / "model.safetensors"), load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(w[k], c[k]) for k in w if k.startswith("model.aligner."))
-    with pytest.raises(InputError, match="align_target must be 'cells', 'words' or 'words\\+position'"):
+    with pytest.raises(InputError, match="align_target takes cells, words or words\\+position"):
         replace(cfg, align_target="pixels")
     placed = pretrain(tmp_path / "p", replace(cfg, align_target="words+position"), spec=small_spec())
     placed_first = pretrain(tmp_path / "p1", replace(cfg, align_target="words+position", align_steps=1),
@@ -558,7 +558,7 @@ def test_the_words_and_position_target_is_the_word_sum_plus_each_cells_own_code(
 
     words = torch.randn(3, 4, 2, 2, 16)
     labels = torch.tensor([[[1, 2, 1, 0]] * 64])  # (1, 64, 4): the same contents in every cell
-    plain, placed = aligned_tokens(words, labels, False), aligned_tokens(words, labels, True)
+    plain, placed = aligned_tokens(words, labels), aligned_tokens(words, labels, 1.0)
     assert torch.equal(plain[0, 0], words[1, 2, 1, 0]) and torch.equal(plain[0, 0], plain[0, 63])
     code = cell_position_code(16)
     assert torch.allclose(placed - plain, (code * words.norm(dim=-1).mean())[None], atol=1e-6)

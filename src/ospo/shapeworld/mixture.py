@@ -313,7 +313,9 @@ def position_example(rng: np.random.Generator, questions: str) -> tuple[Scene, s
     0.52-0.57). Naming a found object's position first was meant as the step that made colour questions
     learnable. It did not work as a continuation of the shipped model (`find_stages=where,relation+where`, 600
     steps: naming loss 0.81 -> 0.60, relation questions 0.52 after; docs/shapeworld-model.md, run R1), nor in
-    `benchmarks.vqa_probe` with exact tokens, with or without a code of each cell's position in them."""
+    `benchmarks.vqa_probe` with exact tokens, with or without a code of each cell's position in them. Why
+    (`benchmarks.relation_probe`): the fair coin between a relation and its reverse makes the answer an XOR of
+    places and relation word, and the image tokens carry no place to compare."""
     if questions == "where":
         scene = distinct_shapes_scene(rng, 1, 4)
         thing = pick(rng, scene.objects)

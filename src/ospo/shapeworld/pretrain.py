@@ -85,8 +85,8 @@ class PretrainConfig:
     # image tokens separate cell contents linearly (temporary heads, vision tower frozen); 0 = skip
     align_target: str = "cells"  # "cells": linear cell classification; "words": each image token regresses onto the
     # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets;
-    # "words+position": that sum plus a code of the cell's row and column (cell_position_code): relations are
-    # learnable only from tokens that carry their place (benchmarks.relation_probe, docs/shapeworld-model.md)
+    # "words+position": that sum plus a code of the cell's row and column (cell_position_code): on exact tokens the
+    # LM learned "left of" with the code and not in 900 steps without it (benchmarks.relation_probe)
     freeze_vision: bool = False  # keep the vision tower of the vision phase fixed during the LM mixture
     freeze_aligner: bool = False  # keep the aligner of the align phase fixed during the LM mixture (the mixture
     # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, docs/shapeworld-model.md)
@@ -149,12 +149,14 @@ class PretrainConfig:
             raise InputError("fresh_optimizer restarts AdamW after the find and text phases; it needs find_at_lm_step")
         if not 0 <= self.vq_stop_at <= self.vq_steps:
             raise InputError(f"vq_stop_at must be 0 or between 1 and vq_steps ({self.vq_steps}), got {self.vq_stop_at}")
-        if self.align_target not in ALIGN_TARGETS:
-            raise InputError(f"align_target must be 'cells', 'words' or 'words+position', not {self.align_target!r}")
+        if self.align_target not in CHOICES["align_target"]:
+            raise InputError(f"align_target takes {_one_of('align_target')}, not {self.align_target!r}")
 
 
-ALIGN_TARGETS = ("cells", "words", "words+position")
-CHOICES = {"bf16": ("auto", "true", "false")}  # string fields with a fixed set of values (YAML true/false accepted)
+CHOICES = {  # string fields with a fixed set of values (YAML true/false accepted)
+    "bf16": ("auto", "true", "false"),
+    "align_target": ("cells", "words", "words+position"),
+}
 
 
 def _one_of(key: str) -> str:
@@ -472,14 +474,14 @@ def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
     return code / code.norm(dim=-1, keepdim=True)
 
 
-def aligned_tokens(words: torch.Tensor, labels: torch.Tensor, position: bool) -> torch.Tensor:
+def aligned_tokens(words: torch.Tensor, labels: torch.Tensor, position_scale: float = 0.0) -> torch.Tensor:
     """(B, cells, width) the "words" target of cells with `cell_labels` rows `labels` (B, cells, 4): the sums of
-    their word embeddings (`word_targets` table `words`), plus, with `position`, `cell_position_code` scaled to the
-    sums' mean norm."""
+    their word embeddings (`word_targets` table `words`), plus `cell_position_code` times `position_scale` times
+    the sums' mean norm (0: no code; "words+position" uses 1)."""
     goal = words[labels.unbind(-1)]
-    if position:
+    if position_scale:
         grid = math.isqrt(labels.shape[1])
-        goal = goal + cell_position_code(words.shape[-1], grid) * words.norm(dim=-1).mean()
+        goal = goal + cell_position_code(words.shape[-1], grid) * words.norm(dim=-1).mean() * position_scale
     return goal
 
 
@@ -512,11 +514,12 @@ def word_targets(model, tokenizer) -> torch.Tensor:
 def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
     """Re-initialises the aligner and trains it (vision tower frozen) towards `cfg.align_target`: "cells", image
     tokens that separate cell contents linearly *after the LM's RMS normalisation*; "words", image tokens close to
-    `word_targets`. Trained through the LM mixture alone, the aligner of the first shipped models collapsed:
-    image tokens ~200x the norm of text embeddings and dominated by one shared direction, a linear probe reading
-    shape from them at 0.28 (chance 0.2), and the LM never learned to read an image (a one-object description
-    stayed at chance for 150 steps; after this phase it starts to fall within 100). Throw-away probes, numbers in
-    docs/shapeworld-model.md. Deterministic, redone on resume."""
+    `word_targets`; "words+position", close to those plus a code of the cell's place (`aligned_tokens`). Trained
+    through the LM mixture alone, the aligner of the first shipped models collapsed: image tokens ~200x the norm of
+    text embeddings and dominated by one shared direction, a linear probe reading shape from them at 0.28 (chance
+    0.2), and the LM never learned to read an image (a one-object description stayed at chance for 150 steps; after
+    this phase it starts to fall within 100). Throw-away probes, numbers in docs/shapeworld-model.md. Deterministic,
+    redone on resume."""
     if not cfg.align_steps:
         return {}
     if _load_state(state_dir, "align", model, None) >= cfg.align_steps:
@@ -527,7 +530,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
         if isinstance(module, torch.nn.Linear):
             _reinit(model, module)
     heads = _cell_heads(model.config.text_config.hidden_size, torch.Generator().manual_seed(cfg.seed + 1))
-    words = word_targets(model, processor.tokenizer) if cfg.align_target.startswith("words") else None
+    words = word_targets(model, processor.tokenizer) if cfg.align_target in ("words", "words+position") else None
     metric = "align_rel_mse" if words is not None else "align_ce"
     opt = torch.optim.AdamW(list(aligner.parameters()) + ([] if words is not None else list(heads.parameters())),
                             lr=cfg.vision_lr, weight_decay=0.0)
@@ -539,7 +542,7 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
             features = vision(pixel_values=pixels).last_hidden_state
         tokens = aligner(features.float())
         if words is not None:
-            goal = aligned_tokens(words, target, cfg.align_target == "words+position")  # (B, cells, width)
+            goal = aligned_tokens(words, target, float(cfg.align_target == "words+position"))  # (B, cells, width)
             loss = (tokens - goal).pow(2).mean() / goal.pow(2).mean()  # relative squared error
         else:
             tokens = tokens * torch.rsqrt(tokens.pow(2).mean(-1, keepdim=True) + 1e-6)  # what the LM's first norm sees
