@@ -8,9 +8,10 @@ last prompt position, which predicts the answer, and the object's cell among the
 classifier per layer and place (trained on the first two thirds of the scenes, scored on the rest) says
 which attributes can be read there: the question's colour and shape at the answer position (the judge has
 read the question), the object's colour and shape at the answer position (it has fetched the object), and
-the object's colour and shape at its cell (the image token still carries them). Chance is 0.1 for a colour
-and 0.2 for a shape. The mean norm of the cell's hidden state shows how much each layer writes over the
-image token it started from.
+the object's colour and shape at its cell (the image token still carries them), and the object's column and
+row at its cell, there and in the vision tower's output (whether a token says where it is: relations need
+it, benchmarks.relation_probe). Chance is 0.1 for a colour, 0.2 for a shape, 0.125 for a row or column. The
+mean norm of the cell's hidden state shows how much each layer writes over the image token it started from.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def main():
         text = question_text(Question("exists", ObjectClause(shape, 1, colour)))
         items.append((scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), colour, shape))
 
-    at_answer, at_cell = [], []
+    at_answer, at_cell, at_tower = [], [], []
     image_token = model.config.image_token_id
     with torch.no_grad():
         for i in range(0, len(items), args.batch):
@@ -84,18 +85,23 @@ def main():
             enc = adapter.processor(text=texts, images=[render(s) for s, *_ in chunk], return_tensors="pt",
                                     padding=True)
             states = torch.stack(model(**enc, output_hidden_states=True).hidden_states, 1)  # (B, L+1, T, D)
+            tower = model.model.vision_model(pixel_values=enc["pixel_values"]).last_hidden_state  # (B, cells, Dv)
             for j, (scene, *_rest) in enumerate(chunk):
                 thing = scene.objects[0]
                 cells = (enc["input_ids"][j] == image_token).nonzero().flatten()
                 at_answer.append(states[j, :, -1])
                 at_cell.append(states[j, :, cells[thing.row * GRID + thing.col]])
+                at_tower.append(tower[j, thing.row * GRID + thing.col])
     at_answer, at_cell = torch.stack(at_answer).float(), torch.stack(at_cell).float()
+    at_tower = torch.stack(at_tower).float()
     labels = {
         "question colour": [colours.index(c) for _, _, c, _ in items],
         "question shape": [SHAPES.index(s) for _, _, _, s in items],
         "object colour": [colours.index(s.objects[0].color) for s, *_ in items],
         "object shape": [SHAPES.index(s.objects[0].shape) for s, *_ in items],
     }
+    places = {"object column": [s.objects[0].col for s, *_ in items],
+              "object row": [s.objects[0].row for s, *_ in items]}
     classes = {"colour": len(colours), "shape": len(SHAPES)}
     train = 2 * len(items) // 3
     rows = []
@@ -106,14 +112,19 @@ def main():
             row[f"answer: {name}"] = linear_probe(at_answer[:, layer], torch.tensor(y), k, train)
             if name.startswith("object"):
                 row[f"cell: {name}"] = linear_probe(at_cell[:, layer], torch.tensor(y), k, train)
+        for name, y in places.items():
+            row[f"cell: {name}"] = linear_probe(at_cell[:, layer], torch.tensor(y), GRID, train)
         row["cell norm"] = float(at_cell[:, layer].norm(dim=-1).mean())
         rows.append(row)
+    tower_row = {name: linear_probe(at_tower, torch.tensor(y), GRID, train) for name, y in places.items()}
 
     print(f"\n## Linear probes on hidden states (model={args.model or 'shipped'}, {len(items)} scenes, "
           f"{len(items) - train} held out; chance: colour 0.10, shape 0.20; layer 0 = input embeddings)\n")
     print(markdown_table(rows, "layer", digits=2))
+    print(f"\nThe vision tower's output at the object's cell (what the aligner reads; chance {1 / GRID:.3f}): "
+          + ", ".join(f"{name} {acc:.2f}" for name, acc in tower_row.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "tower": tower_row}, indent=1))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,11 @@ def test_hidden_probe_reads_back_what_the_input_holds(monkeypatch, capsys, tmp_p
     assert len(rows) >= 2 and rows[0]["layer"] == 0
     # layer 0 is the input: the cell's own token holds its colour and the last prompt token does not
     assert rows[0]["answer: object colour"] < 0.5
-    assert "| layer |" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert set(saved["tower"]) == {"object column", "object row"} and "cell: object column" in rows[0]
+    assert all(0.0 <= v <= 1.0 for v in saved["tower"].values())
+    printed = capsys.readouterr().out
+    assert "| layer |" in printed and "The vision tower's output" in printed
 
 
 def test_linear_probe_separates_separable_classes_and_not_noise():
