@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.probes import load_probe_model
 from benchmarks.tables import markdown_table
 
 
@@ -52,18 +52,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    from ospo.model import JanusAdapter
-    from ospo.shapeworld import checkpoint_path, mixture, tasks
+    adapter = load_probe_model(args.model, args.threads)
+    from ospo.shapeworld import mixture, tasks
     from ospo.shapeworld.captions import ObjectClause
     from ospo.shapeworld.questions import Question, question_text
     from ospo.shapeworld.render import render
     from ospo.shapeworld.world import COLORS, GRID, SHAPES
 
-    adapter = JanusAdapter.from_pretrained(args.model or str(checkpoint_path()))
     model = adapter.janus.eval()
     colours = list(COLORS)
     rng = np.random.default_rng(0)
@@ -75,6 +70,8 @@ def main():
         items.append((scene, mixture.spaced(tasks.shapeworld_templates().vqa(text)), colour, shape))
 
     at_answer, at_cell, at_tower = [], [], []
+    seen = {}  # the tower's output of the model's own forward: no second pass through the tower
+    model.model.vision_model.register_forward_hook(lambda m, i, out: seen.update(tower=out.last_hidden_state))
     image_token = model.config.image_token_id
     with torch.no_grad():
         for i in range(0, len(items), args.batch):
@@ -85,7 +82,7 @@ def main():
             enc = adapter.processor(text=texts, images=[render(s) for s, *_ in chunk], return_tensors="pt",
                                     padding=True)
             states = torch.stack(model(**enc, output_hidden_states=True).hidden_states, 1)  # (B, L+1, T, D)
-            tower = model.model.vision_model(pixel_values=enc["pixel_values"]).last_hidden_state  # (B, cells, Dv)
+            tower = seen["tower"]  # (B, cells, Dv)
             for j, (scene, *_rest) in enumerate(chunk):
                 thing = scene.objects[0]
                 cells = (enc["input_ids"][j] == image_token).nonzero().flatten()

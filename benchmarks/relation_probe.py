@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.probes import load_probe_model
 from benchmarks.tables import markdown_table
 from benchmarks.vqa_probe import left_right_example
 from ospo.shapeworld import pretrain
@@ -130,14 +130,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    from ospo.model import JanusAdapter
-    from ospo.shapeworld import checkpoint_path
-
-    adapter = JanusAdapter.from_pretrained(args.model or str(checkpoint_path()))
+    adapter = load_probe_model(args.model, args.threads)
     lm = ExactTokenLM(adapter, args.position)
     model, tok = adapter.janus, adapter.tokenizer
     yes_no = torch.tensor(tok.convert_tokens_to_ids(["yes", "no"]))

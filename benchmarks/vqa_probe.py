@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from dataclasses import replace
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.probes import load_probe_model
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS
 from ospo.shapeworld.pretrain import native_bf16
@@ -134,16 +134,11 @@ def main():
     if args.save and args.tokens.startswith("words"):
         ap.error("--save needs pixel tokens (--tokens aligner|realign|realign+position): a 'words' model reads the "
                  "scene, not the image")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    from ospo.model import JanusAdapter
-    from ospo.shapeworld import checkpoint_path, pretrain
+    adapter = load_probe_model(args.model, args.threads)
     from ospo.shapeworld import codes as world_codes
+    from ospo.shapeworld import pretrain
     from ospo.shapeworld.render import render
 
-    adapter = JanusAdapter.from_pretrained(args.model or str(checkpoint_path()))
     model, tok = adapter.janus, adapter.tokenizer
     labels = pretrain.cell_labels()
     if args.tokens.startswith("realign"):
