@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from benchmarks.probes import load_probe_model
 from benchmarks.tables import markdown_table
-from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS
+from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS, left_right_example
 from ospo.shapeworld.pretrain import native_bf16
 
 
@@ -63,24 +63,6 @@ def one_object_example(rng, questions: str, copies: int = 1):
     scene, question, yes = mixture.find_example(rng, copies, questions)
     text = mixture.spaced(tasks.shapeworld_templates().vqa(question_text(question)))
     return scene, text, "yes" if yes else "no", question.kind
-
-
-def left_right_example(rng, p_right: float = 0.5):
-    """The easiest relation: two objects of distinct shapes on one row, "is the <shape> left of (right of, with
-    probability `p_right`) the <shape> ?"; yes or no by the placement, a fair coin."""
-    from ospo.shapeworld.world import BACKGROUNDS, COLORS, GRID, SHAPES, TEXTURES, Obj, Scene
-
-    shapes = rng.choice(SHAPES, size=2, replace=False)
-    row, cols = int(rng.integers(GRID)), rng.choice(GRID, size=2, replace=False)
-    objs = tuple(Obj(str(s), str(rng.choice(list(COLORS))), str(rng.choice(list(TEXTURES))), row, int(c))
-                 for s, c in zip(shapes, cols))
-    # no draw at p_right 0, and at 0.5 the draw of the fair-coin version: the streams of earlier runs are kept
-    relation = "right of" if p_right and rng.random() >= 1.0 - p_right else "left of"
-    holds = (cols[0] < cols[1]) == (relation == "left of")
-    return Scene(objs, str(rng.choice(list(BACKGROUNDS)))), f"is the {shapes[0]} {relation} the {shapes[1]} ?", \
-        "yes" if holds else "no"
-
-
 
 
 def naming_example(rng, copies: int = 1, kind: str = "color"):
@@ -113,6 +95,8 @@ def main():
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--align-steps", type=int, default=300)
+    ap.add_argument("--align-vision", action="store_true",
+                    help="realign: train the vision tower too (pretraining's align_vision), not the aligner alone")
     ap.add_argument("--freeze-aligner", action="store_true", help="train the LM only, not the aligner")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-size", type=int, default=300)
@@ -144,7 +128,7 @@ def main():
     if args.tokens.startswith("realign"):
         target = "words+position" if args.tokens == "realign+position" else "words"
         cfg = replace(pretrain.PretrainConfig(), align_steps=args.align_steps, align_target=target,
-                      threads=args.threads)
+                      align_vision=args.align_vision, threads=args.threads)
         with tempfile.TemporaryDirectory() as state:
             aligned = pretrain.train_aligner(model, adapter.processor, cfg, Path(state))
         print(f"aligner re-trained: {aligned}", flush=True)

@@ -81,17 +81,17 @@ def test_vqa_probe_realigns_towards_the_position_target_and_asks_left_of_only(mo
 
     targets, train_aligner = [], pretrain.train_aligner
     monkeypatch.setattr(pretrain, "train_aligner",
-                        lambda model, processor, cfg, *a, **k: targets.append(cfg.align_target) or
-                        train_aligner(model, processor, cfg, *a, **k))
+                        lambda model, processor, cfg, *a, **k: targets.append((cfg.align_target, cfg.align_vision))
+                        or train_aligner(model, processor, cfg, *a, **k))
     rng = np.random.default_rng(4)
     assert all("left of" in vqa_probe.one_object_example(rng, "left-of")[1] for _ in range(20))
     out = tmp_path / "p.json"
     monkeypatch.setattr(sys, "argv", ["vqa_probe", "--freeze-aligner", "--tokens", "realign+position", "--questions",
                                       "left-of", "--steps", "1", "--batch", "2", "--eval-size", "6",
-                                      "--align-steps", "2", "--threads", str(torch.get_num_threads()),
-                                      "--json", str(out)])
+                                      "--align-steps", "2", "--align-vision", "--threads",
+                                      str(torch.get_num_threads()), "--json", str(out)])
     vqa_probe.main()
-    assert targets == ["words+position"]
+    assert targets == [("words+position", True)]
     assert [r["step"] for r in json.loads(out.read_text())["rows"]] == [0, 1]
     assert "aligner re-trained" in capsys.readouterr().out
 

@@ -87,6 +87,9 @@ class PretrainConfig:
     # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets;
     # "words+position": that sum plus a code of the cell's row and column (cell_position_code): on exact tokens the
     # LM learned "left of" with the code and not in 900 steps without it (benchmarks.relation_probe)
+    align_vision: bool = False  # the align phase trains the vision tower too (else frozen). The vision phase's
+    # cell classification, the same task in every cell, leaves no place in the tower's output (column 0.11, row 0.14,
+    # chance 0.125: benchmarks.hidden_probe), so "words+position" cannot be fitted by the aligner alone
     freeze_vision: bool = False  # keep the vision tower of the vision phase fixed during the LM mixture
     freeze_aligner: bool = False  # keep the aligner of the align phase fixed during the LM mixture (the mixture
     # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, docs/shapeworld-model.md)
@@ -107,7 +110,9 @@ class PretrainConfig:
     # With several stages, each stage restarts it over the same share of its own steps.
     find_stages: str = "shape"  # the find phase's question stages, in order, splitting `find_steps` equally:
     # comma-separated, each a "+"-joined set of mixture.FIND_QUESTIONS kinds drawn uniformly per row, e.g.
-    # "name,color+name": name the one object's colour, then yes/no about its colour (keeping the naming)
+    # "name,color+name": name the one object's colour, then yes/no about its colour (keeping the naming);
+    # "line~0,line~0.2,relation~0.2,relation": relations one direction first, two objects on one row first
+    # (mixture.left_right_example, mixture.skewed_relation_example)
     text_steps: int = 0  # text phase between the find and LM phases: the LM alone on text tasks (no image),
     # `text_batch` rows a step of the tasks in `text_tasks` (comma-separated mixture.TEXT_TASKS, drawn uniformly).
     # 600 steps of perturbations, then 300 mixture steps, took valid perturbations from 0.43 to 0.66 (run G in
@@ -128,16 +133,17 @@ class PretrainConfig:
 
     def __post_init__(self):
         from ospo.errors import InputError
-        from ospo.shapeworld.mixture import FIND_QUESTIONS, TEXT_TASKS
+        from ospo.shapeworld.mixture import FIND_QUESTIONS, TEXT_TASKS, is_find_kind
 
         if isinstance(self.bf16, bool):  # configs saved before "auto" hold a bool
             object.__setattr__(self, "bf16", str(self.bf16).lower())
         if self.bf16 not in CHOICES["bf16"]:
             raise InputError(f"bf16 takes {_one_of('bf16')}, not {self.bf16!r}")
-        bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if k not in FIND_QUESTIONS]
+        bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if not is_find_kind(k)]
         if bad or not self.find_stages:
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
-                             f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS}")
+                             f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / "
+                             "'line~P' (P: the share of reverse relation words, 0 to 1)")
         if not self.text_tasks or any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):
             raise InputError(f"text_tasks: {self.text_tasks!r} is not a comma-separated list of {TEXT_TASKS}")
         if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
@@ -512,8 +518,9 @@ def word_targets(model, tokenizer) -> torch.Tensor:
 
 
 def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
-    """Re-initialises the aligner and trains it (vision tower frozen) towards `cfg.align_target`: "cells", image
-    tokens that separate cell contents linearly *after the LM's RMS normalisation*; "words", image tokens close to
+    """Re-initialises the aligner and trains it (the vision tower too with `cfg.align_vision`) towards
+    `cfg.align_target`: "cells", image tokens that separate cell contents linearly *after the LM's RMS
+    normalisation*; "words", image tokens close to
     `word_targets`; "words+position", close to those plus a code of the cell's place (`aligned_tokens`). Trained
     through the LM mixture alone, the aligner of the first shipped models collapsed: image tokens ~200x the norm of
     text embeddings and dominated by one shared direction, a linear probe reading shape from them at 0.28 (chance
@@ -532,13 +539,16 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
     heads = _cell_heads(model.config.text_config.hidden_size, torch.Generator().manual_seed(cfg.seed + 1))
     words = word_targets(model, processor.tokenizer) if cfg.align_target in ("words", "words+position") else None
     metric = "align_rel_mse" if words is not None else "align_ce"
-    opt = torch.optim.AdamW(list(aligner.parameters()) + ([] if words is not None else list(heads.parameters())),
-                            lr=cfg.vision_lr, weight_decay=0.0)
-    vision.eval()
+    opt = torch.optim.AdamW(list(aligner.parameters()) + ([] if words is not None else list(heads.parameters()))
+                            + (list(vision.parameters()) if cfg.align_vision else []), lr=cfg.vision_lr,
+                            weight_decay=0.0)
+    vision.eval()  # no dropout either way
+    if cfg.align_vision:
+        vision.requires_grad_(True)
     loss = torch.tensor(0.0)
     for step in range(cfg.align_steps):
         pixels, target = _cell_batch(processor, cfg, 4, step)
-        with torch.no_grad(), _autocast(cfg):
+        with torch.set_grad_enabled(cfg.align_vision), _autocast(cfg):
             features = vision(pixel_values=pixels).last_hidden_state
         tokens = aligner(features.float())
         if words is not None:
