@@ -66,6 +66,38 @@ def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
     return float(np.mean(hits)), {**by_kind, **judge_rows(margins, truth)}
 
 
+RELATION_SETS = ("line~0", "line~1", "relation~0", "relation~1", "relation")
+
+
+def relation_sets(model, num: int) -> dict[str, float]:
+    """Self-VQA accuracy on relation questions of rising difficulty, `num` held-out renders each: pretraining's
+    find kinds (`mixture.sample_find`: two objects on one row asked "left of" ("line~0") or "right of" ("line~1");
+    two of 2-4 objects of distinct shapes anywhere asked "left of" / "above" ("relation~0"), "right of" / "below"
+    ("relation~1"), any relation with a fair coin between it and its reverse ("relation")), then the mixture's own
+    relation questions ("vqa relation": colour clauses, repeated shapes, near misses), the ones `vqa_held_out`
+    counts."""
+    from PIL import Image
+
+    from ospo.shapeworld.questions import parse_question
+
+    sets = {}
+    for i, kind in enumerate(RELATION_SETS):
+        rng = np.random.default_rng([HELD_OUT, 3, i])
+        sets[kind] = [mixture.sample_find(rng, 1, kind) for _ in range(num)]
+    rng, rows = np.random.default_rng([HELD_OUT, 4]), []
+    while len(rows) < num:
+        e = mixture.sample_vqa(rng)
+        if parse_question(e.question.split("?")[0] + "?").kind == "relation":
+            rows.append(e)
+    sets["vqa relation"] = rows
+    out = {}
+    for kind, examples in sets.items():
+        margins, truth = sw_eval.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
+                                             [[e.question] for e in examples], [[e.answer] for e in examples])
+        out[kind] = float(np.mean((margins > 0) == truth))
+    return out
+
+
 def judge_rows(margins: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Accuracy on true-yes and true-no pairs, and the ranking AUC (blind to a yes/no bias)."""
     hits = (margins > 0) == truth
@@ -114,6 +146,8 @@ def main():
     ap.add_argument("--scenes", type=int, default=300)
     ap.add_argument("--vqa", type=int, default=600)
     ap.add_argument("--text", type=int, default=150)
+    ap.add_argument("--relations", type=int, default=0,
+                    help="also this many questions of each relation set (relation_sets): where relations fail")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -132,6 +166,7 @@ def main():
     own = float(np.mean((own_margins > 0) == own_truth))
     renders, render_rows = vqa_held_out(model, args.vqa)
     perturb_ok, decompose_ok, reasons = text_tasks(model, templates, args.text)
+    relations = relation_sets(model, args.relations) if args.relations else {}
 
     rows = [("oracle, clean renders (object acc.)", clean, ">= 0.995"),
             ("oracle, render -> codes -> decoded", decoded, ">= 0.99"),
@@ -147,10 +182,13 @@ def main():
         print(f"| {name} | {value:.3f} | {target} |")
     print("\n" + sw_eval.summary_table(summary))
     print(f"\nperturbation rejections: {reasons}")
+    if relations:
+        print(f"\nrelation questions ({args.relations} each): " + ", ".join(f"{k} {v:.3f}" for k, v in relations.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": [{"measure": n, "value": v, "target": t} for n, v, t in rows],
-                       "geneval": sw_eval.summary_dict(summary), "perturbation_rejections": reasons}, f, indent=1)
+                       "geneval": sw_eval.summary_dict(summary), "perturbation_rejections": reasons,
+                       "relations": relations}, f, indent=1)
 
 
 if __name__ == "__main__":

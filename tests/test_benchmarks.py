@@ -211,6 +211,32 @@ def test_judge_rows_split_accuracy_by_true_answer_and_rank_regardless_of_bias():
     assert rows == {"true yes": 1.0, "true no": 0.5, "AUC (ranking)": 1.0}
 
 
+def test_relation_sets_are_exact_about_their_renders_and_balanced():
+    """A judge that answers from the oracle's reading of the pixels scores 1 on every relation set; one that
+    always says yes scores about one half: the sets' answers are true of their images and balanced."""
+    from benchmarks.shapeworld_targets import RELATION_SETS, relation_sets
+    from ospo.model import YesNo
+    from ospo.shapeworld import oracle
+    from ospo.shapeworld.questions import answer_question
+
+    class Judge:
+        def __init__(self, always_yes: bool):
+            self.always_yes = always_yes
+
+        def yes_no_scores(self, images, questions):
+            out = []
+            for image, qs in zip(images, questions):
+                scene = oracle.read_scene(np.asarray(image))
+                yes = [self.always_yes or answer_question(q.split("?")[0] + "?", scene) == "yes" for q in qs]
+                out.append(YesNo(torch.tensor([float(y) for y in yes]), torch.tensor([1.0 - y for y in yes])))
+            return out
+
+    exact, yes = relation_sets(Judge(False), 60), relation_sets(Judge(True), 60)
+    assert list(exact) == [*RELATION_SETS, "vqa relation"]
+    assert all(v == 1.0 for v in exact.values()), exact
+    assert all(0.3 < v < 0.7 for v in yes.values()), yes
+
+
 def test_selection_precision_splits_the_judge_and_the_chosen_by_subcategory():
     from benchmarks.selection_precision import auc, chosen_by_subcategory, judge_by_subcategory
     from ospo.records import Score, TrainingPair

@@ -368,6 +368,23 @@ def test_describe_curriculum_uses_one_object_scenes_first():
     _assert_same_core(plain, with_describe)  # runs without describe rows keep their batches
 
 
+def test_mixture_find_rows_are_their_own_stream_of_the_asked_kinds_and_logged(tmp_path):
+    """batch_mix_find adds find-phase rows (relation questions, say) to every mixture step, drawn after the other
+    streams (turning them on leaves those as they were), trained and logged as the "find" loss."""
+    from ospo.errors import InputError
+
+    cfg = replace(SMALL, batch_mix_find=6, mix_find_kinds="line~0")
+    plain, with_find = lm_batch(SMALL, 1), lm_batch(cfg, 1)
+    assert not plain.find and len(with_find.find) == 6
+    assert all(" left of " in e.question and e.answer in ("yes", "no") for e in with_find.find)
+    _assert_same_core(plain, with_find)
+    pretrain(tmp_path / "m", replace(cfg, lm_steps=2, checkpoint_every=1), spec=small_spec())
+    rows = [json.loads(line) for line in (tmp_path / "m" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert all(r["find"] > 0 for r in rows if r["phase"] == "lm") and any(r["phase"] == "lm" for r in rows)
+    with pytest.raises(InputError, match="mix_find_kinds"):
+        replace(SMALL, mix_find_kinds="relation+left")
+
+
 def _assert_same_core(a, b):
     assert [e.prompt for e in a.t2i] == [e.prompt for e in b.t2i]
     assert [e.question for e in a.vqa] == [e.question for e in b.vqa]

@@ -95,6 +95,10 @@ class PretrainConfig:
     # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, docs/shapeworld-model.md)
     batch_describe: int = 0  # image -> full description of every object (mixture.sample_describe) rows a step
     describe_curriculum_steps: int = 0  # the first N LM steps describe one-object scenes only
+    batch_mix_find: int = 0  # find-phase rows (mixture.sample_find, kinds drawn uniformly from `mix_find_kinds`)
+    # added to every LM mixture step as a stream of their own ("find"): 400 mixture steps without them took a find
+    # phase's relation skill (two objects on one row 0.90 / 0.96) back to chance (0.51 / 0.49)
+    mix_find_kinds: str = "relation+line~0.5"  # "+"-joined find kinds
     vqa_curriculum_steps: int = 0  # the first N LM steps draw VQA scenes with each object in several cells
     # (mixture.replicate), from `vqa_curriculum_copies` copies down to 1 linearly; 0 = off
     vqa_curriculum_copies: int = 32
@@ -139,6 +143,10 @@ class PretrainConfig:
             object.__setattr__(self, "bf16", str(self.bf16).lower())
         if self.bf16 not in CHOICES["bf16"]:
             raise InputError(f"bf16 takes {_one_of('bf16')}, not {self.bf16!r}")
+        bad = [k for k in self.mix_find_kinds.split("+") if not is_find_kind(k)]
+        if bad:
+            raise InputError(f"mix_find_kinds: unknown question kind(s) {bad} in {self.mix_find_kinds!r}; use "
+                             f"'+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / 'line~P'")
         bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if not is_find_kind(k)]
         if bad or not self.find_stages:
             raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
@@ -703,13 +711,15 @@ def find_rows(cfg: PretrainConfig, step: int) -> list:
 
 @dataclass(frozen=True)
 class LMBatch:
-    """The mixture examples of one LM step; `describe` is empty unless `batch_describe` > 0."""
+    """The mixture examples of one LM step; `describe` and `find` are empty unless `batch_describe` /
+    `batch_mix_find` > 0."""
 
     t2i: list
     vqa: list
     text: list
     uncond: np.ndarray  # (batch_t2i,) bool: rows trained as the unconditional CFG branch
     describe: list = field(default_factory=list)
+    find: list = field(default_factory=list)
 
 
 def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2) -> LMBatch:
@@ -726,11 +736,13 @@ def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2) -> LMBatch:
     uncond = rng.random(cfg.batch_t2i) < cfg.p_uncond
     max_objects = 1 if step < cfg.describe_curriculum_steps else mixture.MAX_RANDOM_OBJECTS
     describe = [mixture.sample_describe(rng, max_objects) for _ in range(cfg.batch_describe)]
-    return LMBatch(t2i_rows, vqa, text, uncond, describe)
+    kinds = cfg.mix_find_kinds.split("+")
+    find = [mixture.sample_find(rng, 1, mixture.pick(rng, kinds)) for _ in range(cfg.batch_mix_find)]
+    return LMBatch(t2i_rows, vqa, text, uncond, describe, find)
 
 
 def lm_step_loss(adapter, batch: LMBatch) -> dict[str, torch.Tensor]:
-    """One loss per stream of `batch` (describe only when it has rows)."""
+    """One loss per stream of `batch` (describe and find only when they have rows)."""
     codes = torch.from_numpy(np.stack([e.codes for e in batch.t2i]))
     losses = {"t2i": t2i_loss(adapter, [e.prompt for e in batch.t2i], codes, torch.from_numpy(batch.uncond)),
               "vqa": answer_loss(adapter, [e.question for e in batch.vqa], [e.answer for e in batch.vqa],
@@ -740,6 +752,10 @@ def lm_step_loss(adapter, batch: LMBatch) -> dict[str, torch.Tensor]:
         rows = batch.describe
         losses["describe"] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
                                          [e.image for e in rows])
+    if batch.find:
+        rows = batch.find
+        losses["find"] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
+                                     [e.image for e in rows])
     return losses
 
 
@@ -862,7 +878,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
             if evaluate is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps):
                 model.eval()
                 metrics = evaluate(adapter)
-            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "grad_norm")
+            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "find", "grad_norm")
                     if k in row}
             _log(state_dir, {"phase": phase, "step": step + 1, "lr": row["lr"], **mean, **metrics})
             recent = []
