@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from benchmarks.probes import load_probe_model
 from benchmarks.tables import markdown_table
-from benchmarks.vqa_probe import left_right_example
+from ospo.shapeworld.mixture import left_right_example
 from ospo.shapeworld import pretrain
 
 KINDS = ("left-of", "left-right")

@@ -636,6 +636,8 @@ def test_skewed_relation_and_line_questions_ask_the_asked_share_of_reverse_words
             mixture.relation_share(bad)
     with pytest.raises(InputError, match="relation~P"):
         replace(SMALL, find_stages="relation~0,relation~2")
+    with pytest.raises(ValueError, match="relation~P"):  # a bad "<kind>~P" reaching the sampler names the form
+        mixture.sample_find(np.random.default_rng(0), 1, "shape~1")
     cfg = replace(SMALL, find_steps=4, find_stages="relation~0,relation", find_batch=8)
     assert all(any(w in e.question for w in ("left of", "above")) for e in find_rows(cfg, 0))
 

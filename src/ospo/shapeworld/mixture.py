@@ -316,10 +316,10 @@ def position_example(rng: np.random.Generator, questions: str) -> tuple[Scene, s
     `benchmarks.vqa_probe` with exact tokens, with or without a code of each cell's position in them. Why
     (`benchmarks.relation_probe`): the fair coin between a relation and its reverse makes the answer an XOR of
     places and relation word, and the image tokens carry no place to compare."""
-    if questions.startswith("relation~"):
-        return skewed_relation_example(rng, relation_share(questions))
-    if questions.startswith("line~"):
-        return left_right_example(rng, relation_share(questions))
+    if "~" in questions:
+        share = relation_share(questions)
+        return (skewed_relation_example(rng, share) if questions.startswith("relation~")
+                else left_right_example(rng, share))
     if questions == "where":
         scene = distinct_shapes_scene(rng, 1, 4)
         thing = pick(rng, scene.objects)
@@ -384,9 +384,11 @@ def skewed_relation_example(rng: np.random.Generator, reverse_share: float) -> t
     Why: with a fair coin between a relation and its reverse (position_example's "relation"), nothing the model
     reads alone predicts the answer (an XOR of the objects' places and the relation word) and the LM stays on a
     constant. One direction alone has a first-order signal (an object in the leftmost column is left of every
-    other one). `benchmarks.relation_probe` on exact tokens: "left of" alone learned by step 600, then a fifth of
-    "right of" taught both within 150 steps, held under a fair coin after; a fair coin from the start stayed at
-    chance for 900 steps. A find stage list such as "relation~0,relation~0.2,relation" is that curriculum."""
+    other one). `benchmarks.relation_probe` (two objects on one row, exact tokens): "left of" alone learned by step
+    600, then a fifth of "right of" taught both within 150 steps, held under a fair coin after; a fair coin from
+    the start stayed at chance for 900 steps. Anywhere, this kind alone is too hard a first step
+    ("relation~0,relation~0.2,relation": chance for 1000 find steps, run H); after lines it is learned in part
+    ("line~0,line~0.2,relation~0.2+line~0.2,relation+line~0.5": 0.61-0.66, run H3, docs/shapeworld-model.md)."""
     relation = _choice(rng, REVERSE_RELATIONS if _coin(rng, reverse_share) else FORWARD_RELATIONS)
     yes = _coin(rng)
     while True:  # P(relation holds) is about 1/2 for two random distinct cells: a few draws at most
@@ -399,7 +401,7 @@ def skewed_relation_example(rng: np.random.Generator, reverse_share: float) -> t
 
 
 def is_find_kind(kind: str) -> bool:
-    """True for a kind `sample_find` draws: one of FIND_QUESTIONS or a skewed "relation~P"."""
+    """True for a kind `sample_find` draws: one of FIND_QUESTIONS or a skewed "relation~P" / "line~P"."""
     if kind in FIND_QUESTIONS:
         return True
     try:
@@ -415,7 +417,7 @@ def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "sha
     object, its colour); "name-all": its colour or texture, among up to four objects of distinct shapes;
     "where", "relation", "relation~P" and "line~P": `position_example` (drawn once each whatever `copies` says: copies would
     make a position ambiguous)."""
-    if questions in POSITION_FIND_QUESTIONS or "~" in questions:
+    if questions in POSITION_FIND_QUESTIONS or "~" in questions:  # a bad "<kind>~P": relation_share says the form
         scene, question, answer = position_example(rng, questions)
         if questions != "where":
             templates = templates or tasks.shapeworld_templates()

@@ -568,6 +568,8 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
         _optimizer_step(opt, loss, "align", step)
         if progress:
             progress(step + 1, cfg.align_steps, {metric: loss.item()})
+    if cfg.align_vision:
+        vision.zero_grad(set_to_none=True)  # later phases choose their own trainable parameters (lm_parameters)
     metrics = {metric: float(loss.item())}
     _log(state_dir, {"phase": "align", "step": cfg.align_steps, **metrics})
     _save_state(state_dir, "align", cfg.align_steps, model, None, metrics)
