@@ -143,15 +143,13 @@ class PretrainConfig:
             object.__setattr__(self, "bf16", str(self.bf16).lower())
         if self.bf16 not in CHOICES["bf16"]:
             raise InputError(f"bf16 takes {_one_of('bf16')}, not {self.bf16!r}")
-        bad = [k for k in self.mix_find_kinds.split("+") if not is_find_kind(k)]
-        if bad:
-            raise InputError(f"mix_find_kinds: unknown question kind(s) {bad} in {self.mix_find_kinds!r}; use "
-                             f"'+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / 'line~P'")
-        bad = [k for stage in self.find_stages.split(",") for k in stage.split("+") if not is_find_kind(k)]
-        if bad or not self.find_stages:
-            raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use "
-                             f"comma-separated stages of '+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / "
-                             "'line~P' (P: the share of reverse relation words, 0 to 1)")
+        for name, stages in (("find_stages", self.find_stages.split(",")), ("mix_find_kinds", [self.mix_find_kinds])):
+            bad = [k for stage in stages for k in stage.split("+") if not is_find_kind(k)]
+            if bad or not all(stages):
+                raise InputError(f"{name}: unknown question kind(s) {bad} in {getattr(self, name)!r}; use "
+                                 f"'+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / 'line~P' (P: the share "
+                                 "of reverse relation words, 0 to 1)" + (", stages comma-separated" if
+                                                                          name == "find_stages" else ""))
         if not self.text_tasks or any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):
             raise InputError(f"text_tasks: {self.text_tasks!r} is not a comma-separated list of {TEXT_TASKS}")
         if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
@@ -750,14 +748,10 @@ def lm_step_loss(adapter, batch: LMBatch) -> dict[str, torch.Tensor]:
               "vqa": answer_loss(adapter, [e.question for e in batch.vqa], [e.answer for e in batch.vqa],
                                  [e.image for e in batch.vqa]),
               "text": answer_loss(adapter, [e.instruction for e in batch.text], [e.answer for e in batch.text])}
-    if batch.describe:
-        rows = batch.describe
-        losses["describe"] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
-                                         [e.image for e in rows])
-    if batch.find:
-        rows = batch.find
-        losses["find"] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
-                                     [e.image for e in rows])
+    for name, rows in (("describe", batch.describe), ("find", batch.find)):
+        if rows:
+            losses[name] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
+                                       [e.image for e in rows])
     return losses
 
 
