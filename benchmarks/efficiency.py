@@ -55,19 +55,6 @@ import torch
 
 from benchmarks.adapter_speed import PROMPTS, SPECS
 
-# Janus-Pro-7B (deepseek-ai/Janus-Pro-7B config.json: language_config, vision/aligner/gen_* configs). transformers'
-# JanusConfig sub-config defaults are the Janus-Pro-1B ones: SigLIP-L/16 at 384 (hidden 1024, 24 layers, 16 heads,
-# mlp_ratio 4 -> 576 tokens) and the VQ-16 tokenizer (16384 codes, embed_dim 8, base 128 channels x (1,1,2,2,4),
-# latent 256, 2 res blocks) are shared with 7B; only the projections into the LM (2048 on 1B) become 4096.
-JANUS_PRO_7B_TEXT = dict(vocab_size=102400, hidden_size=4096, intermediate_size=11008, num_hidden_layers=30,
-                         num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=16384,
-                         rms_norm_eps=1e-6)
-JANUS_PRO_7B_VISION = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
-                           patch_size=16, mlp_ratio=4.0, projection_dim=4096, depth=2, num_image_tokens=576)
-JANUS_PRO_7B_VQ = dict(num_embeddings=16384, embed_dim=8, base_channels=128, channel_multiplier=[1, 1, 2, 2, 4],
-                       latent_channels=256, num_res_blocks=2, projection_dim=4096, image_token_embed_dim=4096)
-
-
 @dataclass(frozen=True)
 class Shapes:
     """What the FLOP count needs of a model (see the module docstring)."""
@@ -211,24 +198,10 @@ def measure_training(adapter, pairs: int, micro_batch: int, steps: int, full: bo
 
 # ------------------------------------------------------------------------------------------------ models
 def janus_pro_7b(device: str):
-    """A JanusAdapter over a randomly initialised Janus-Pro-7B (bf16, built on `device`), with the tiny
-    word-level tokenizer (its ids fit in the 102400 vocabulary; prompts are a few tokens shorter than real ones)."""
-    from transformers import JanusConfig, JanusForConditionalGeneration, JanusVisionConfig, JanusVQVAEConfig
-    from transformers import LlamaConfig
+    """A JanusAdapter over a randomly initialised Janus-Pro-7B (bf16, built on `device`); see benchmarks.janus_pro."""
+    from benchmarks.janus_pro import build
 
-    from ospo.model import JanusAdapter
-    from ospo.tiny import BASE_WORDS, IMAGE, build_processor, build_tokenizer
-
-    tokenizer = build_tokenizer(list(BASE_WORDS) + " ".join(PROMPTS).split())
-    text = LlamaConfig(**JANUS_PRO_7B_TEXT, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    config = JanusConfig(text_config=text, vision_config=JanusVisionConfig(**JANUS_PRO_7B_VISION),
-                         vq_config=JanusVQVAEConfig(**JANUS_PRO_7B_VQ),
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), tie_word_embeddings=False)
-    with torch.device(device):
-        model = JanusForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    processor = build_processor(tokenizer, config.vision_config.image_size, config.vision_config.num_image_tokens)
-    return JanusAdapter(model, processor, name="random Janus-Pro-7B")
+    return build("7b", device)
 
 
 def load_models(args):

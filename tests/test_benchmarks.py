@@ -1,5 +1,7 @@
 """The profile benchmark's bookkeeping (the numbers it prints are measured, not tested)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -418,3 +420,52 @@ def test_markdown_table_takes_every_rows_keys_and_prints_words_and_counts_as_the
                                                                      "acc": 1.0, "n": 3}], "step", digits=2)
     assert table.splitlines() == ["| step | phase | acc | loss | n |", "|---|---|---|---|---|",
                                   "| 0 | a | 0.50 |  |  |", "| 9 | b | 1.00 | 0.25 | 3 |"]
+
+
+def test_janus_pro_1b_is_built_at_its_published_size():
+    from benchmarks import efficiency
+    from benchmarks.janus_pro import build
+
+    adapter = build("1b", "meta")
+    assert 2.0e9 < sum(p.numel() for p in adapter.janus.parameters()) < 2.15e9
+    assert (efficiency.model_shapes(adapter.janus).L, efficiency.model_shapes(adapter.janus).d) == (24, 2048)
+    assert (adapter.num_image_tokens, adapter.image_size, adapter.codebook_size) == (576, 384, 16384)
+
+
+def test_the_gpu_check_runs_every_section_on_the_cpu_layout(tmp_path, monkeypatch, capsys):
+    """`benchmarks.gpu --arch mini --device cpu` runs every code path of the device check (what a GPU session
+    cannot afford to debug): every section and generation variant gives rows, none records an error, and the
+    adapter's switches are restored after each variant."""
+    import sys
+
+    from benchmarks import gpu
+
+    out = tmp_path / "gpu.json"
+    monkeypatch.setattr(sys, "argv", ["gpu", "--arch", "mini", "--device", "cpu", "--batches", "1,2",
+                                      "--matmul-size", "64", "--vqa-images", "2", "--questions", "2",
+                                      "--pairs", "2", "--micro-batch", "1", "--steps", "1", "--profile-tokens", "2",
+                                      "--json", str(out)])
+    gpu.main()
+    report = json.loads(out.read_text())
+    m = report["models"]["mini Janus-Pro layout"]
+    assert not [k for k in m if k.endswith("_error")]
+    assert [(r["variant"], r["batch"]) for r in m["generation"]] == [
+        ("one-at-a-time", 1), ("dynamic", 2), ("2d-mask", 2), ("ours", 1), ("ours", 2)]
+    assert all(r["repeats"] == 2 and r["first_call_s"] > 0 and r["images_per_s"] > 0 for r in m["generation"])
+    assert [r["questions_per_image"] for r in m["vqa"]] == [2]
+    assert [r["variant"] for r in m["training"]] == ["stored codes", "re-encode PNG", "stored codes + grad ckpt"]
+    assert [r["batch"] for r in m["profile"]] == [1, 2]
+    assert "| ours (batched, preallocated cache, 4-D mask) | 2 |" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["gpu", "--arch", "mini", "--sections", "generation,speed"])
+    with pytest.raises(SystemExit, match="unknown speed; choose from generation"):
+        gpu.main()
+
+
+def test_the_generation_variants_restore_the_adapters_switches(tiny):
+    from benchmarks.gpu import bench_generation
+
+    rows = bench_generation(tiny, [2], 1, peak=1e12, bandwidth=1e12, variants=["2d-mask", "dynamic", "ours"],
+                            repeats=1)
+    assert [r["variant"] for r in rows] == ["2d-mask", "dynamic", "ours"]
+    assert tiny.preallocate_cache and tiny.sync_free_decode
+    assert tiny.num_image_tokens == tiny.janus.config.vision_config.num_image_tokens  # the 8-token warm-up undone

@@ -39,6 +39,24 @@ def test_preallocated_cache_gives_exactly_the_dynamic_caches_results(tiny):
     assert ours_text == dynamic_text
 
 
+@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["unpadded", "left-padded"])
+def test_the_sync_free_decode_mask_gives_exactly_the_2d_masks_results(tiny, prompts):
+    """Image decode steps take a ready 4-D mask (so transformers does not ask the host whether any key is padded,
+    a GPU sync per token); codes and log-probs are those of the 2-D mask path, padded or not, with either cache."""
+    sampling = ImageSampling(cfg_scale=5.0)
+    seeds = list(range(len(prompts)))
+    for preallocate in (True, False):
+        results = {}
+        for sync_free in (True, False):
+            tiny.preallocate_cache, tiny.sync_free_decode = preallocate, sync_free
+            try:
+                results[sync_free] = tiny.generate_image_tokens(prompts, seeds, sampling)
+            finally:
+                tiny.preallocate_cache, tiny.sync_free_decode = True, True
+        assert torch.equal(results[True].codes, results[False].codes)
+        assert torch.equal(results[True].logps, results[False].logps)
+
+
 def test_preallocated_cache_grows_and_selects_rows_like_a_dynamic_cache():
     from transformers import LlamaConfig
     from transformers.cache_utils import DynamicCache

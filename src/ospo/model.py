@@ -114,6 +114,7 @@ class JanusAdapter:
         self.name = name
         self.batch_size = batch_size
         self.preallocate_cache = True  # decode loops' KV cache (see preallocated_cache); False = DynamicCache
+        self.sync_free_decode = True  # image decode steps get a 4-D mask (no host sync); False = the 2-D mask
         self.vqa_rows = VQA_ROWS  # yes_no_scores: questions per forward (each row holds a copy of its image's cache)
         cfg = model.config
         self.num_image_tokens = cfg.vision_config.num_image_tokens
@@ -265,13 +266,18 @@ class JanusAdapter:
         guided = sampling.cfg_scale != 1
         if guided:
             ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
-        uniforms = draw_uniforms(seeds, N)
+        uniforms = draw_uniforms(seeds, N).to(ids.device)  # on the device: no host copy per step
         lm, head = janus.model.language_model, janus.model.generation_head
+        P = ids.shape[1]
         out = lm(inputs_embeds=janus.get_input_embeddings()(ids), attention_mask=mask, use_cache=True,
-                 cache=self._decode_cache(ids.shape[1] + N))
+                 cache=self._decode_cache(P + N))
         codes = torch.empty(B, N, dtype=torch.long, device=ids.device)
         logps = torch.empty(B, N, dtype=torch.float32, device=ids.device)
         ones = mask.new_ones(mask.shape[0], 1)
+        # Each decode step's mask, ready in 4-D: given a 2-D padding mask, transformers asks the host whether
+        # every key is unmasked (`masking_utils._ignore_causal_mask_sdpa`), one GPU sync per token that keeps the
+        # host from queueing the next step while the device runs this one. `sync_free_decode = False` is that path.
+        every = torch.cat([mask, mask.new_ones(mask.shape[0], N)], dim=1).bool()[:, None, None, :]
         for t in range(N):
             logits = head(out.last_hidden_state[:, -1]).float()  # (2B or B, V)
             cond = logits[:B]
@@ -282,9 +288,12 @@ class JanusAdapter:
             if t == N - 1:
                 break
             step = nxt.repeat(2) if guided else nxt
-            mask = torch.cat([mask, ones], dim=1)
-            out = lm(inputs_embeds=janus.prepare_embeddings_for_image_generation(step[:, None]), attention_mask=mask,
-                     cache=out.cache, use_cache=True)
+            if self.sync_free_decode:
+                step_mask = every[..., :P + t + 1]  # the prompt and the t + 1 codes drawn so far
+            else:
+                mask = step_mask = torch.cat([mask, ones], dim=1)
+            out = lm(inputs_embeds=janus.prepare_embeddings_for_image_generation(step[:, None]),
+                     attention_mask=step_mask, cache=out.cache, use_cache=True)
         return ImageTokens(codes, logps)
 
     @torch.no_grad()
