@@ -6,9 +6,10 @@ For each model, each section against its baseline on the same model and inputs:
 - ceilings: a large bf16 `torch.mm` (FLOP/s) and a device-to-device copy (bytes read + written per second);
 - generation with CFG 5: images/s at each batch (our batched loop, preallocated KV cache, a ready 4-D mask per
   decode step) against one image at a time with a fresh DynamicCache (the public code's loop), and our loop with
-  the DynamicCache or with the 2-D mask (`--variants`); peak memory; the fraction of the matmul ceiling
-  (`benchmarks.efficiency.generation_flops`) and of the bandwidth floor: every decode step reads the LM, head and
-  aligner weights once and each row's KV cache so far;
+  the DynamicCache, with the 2-D mask, or with static step shapes (`ospo.static_decode`) run eagerly or replayed
+  as CUDA graphs (`--variants`; the static rows also give their share of codes identical to ours); peak memory;
+  the fraction of the matmul ceiling (`benchmarks.efficiency.generation_flops`) and of the bandwidth floor: every
+  decode step reads the LM, head and aligner weights once and each row's KV cache so far;
 - self-VQA: questions/s, prefix-shared against one full forward per question, at 3/6/10 questions per image;
 - training (ospo-v2, LoRA r=32 on the LM, bf16 autocast): pairs/s and peak memory with stored codes against
   re-encoding PNGs through the VQ encoder each step, and with gradient checkpointing; fraction of the ceiling
@@ -88,17 +89,20 @@ def decode_bytes(adapter, rows: int, P: int, N: int) -> float:
     return float(N * weights + kv)
 
 
-GENERATION_VARIANTS = {  # name -> (method, preallocated cache, sync-free 4-D decode mask)
-    "one-at-a-time": ("one-at-a-time (fresh DynamicCache)", False, False),
-    "dynamic": ("ours, DynamicCache", False, True),
-    "2d-mask": ("ours, 2-D mask (a host sync per token)", True, False),
-    "ours": ("ours (batched, preallocated cache, 4-D mask)", True, True),
+GENERATION_VARIANTS = {  # name -> (method, preallocated cache, sync-free 4-D decode mask, static decode, graphs)
+    "one-at-a-time": ("one-at-a-time (fresh DynamicCache)", False, False, False, False),
+    "dynamic": ("ours, DynamicCache", False, True, False, False),
+    "2d-mask": ("ours, 2-D mask (a host sync per token)", True, False, False, False),
+    "ours": ("ours (batched, preallocated cache, 4-D mask)", True, True, False, False),
+    "static": ("static step shapes, eager (ospo.static_decode)", True, True, True, False),
+    "graphs": ("static step shapes, one CUDA graph per 64-key bucket", True, True, True, True),
 }
+PER_BATCH = ("ours", "graphs")  # variants run at every batch; the others at the largest
 
 
 def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variants, repeats=2,
                      on_row=lambda rows: None) -> list[dict]:
-    """Rows in the order of `variants`: 'ours' at every batch, 'dynamic' and '2d-mask' at the largest batch,
+    """Rows in the order of `variants`: 'ours' and 'graphs' at every batch, the others at the largest batch,
     'one-at-a-time' over `baseline_images` images. Each row runs `repeats` times and reports the fastest call
     after the first (the first call with new shapes is slow on a GPU: see the module docstring); the first
     call's time is kept beside it. `on_row(rows)` runs after each row (the caller saves)."""
@@ -112,16 +116,23 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
         adapter.num_image_tokens = N
     shapes, rows = model_shapes(adapter.janus), []
 
+    drawn = {}  # (variant, batch) -> the last call's ImageTokens: the static variants are compared with ours
+
     def run(variant, b, count):
-        method, prealloc, sync_free = GENERATION_VARIANTS[variant]
+        method, prealloc, sync_free, static, graphs = GENERATION_VARIANTS[variant]
         adapter.preallocate_cache, adapter.sync_free_decode, adapter.batch_size = prealloc, sync_free, b
+        adapter.static_decode, adapter.cuda_graphs = static, graphs
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(count)]
+
+        def call():
+            drawn[variant, b] = adapter.generate_image_tokens(prompts, list(range(count)), sampling)
+
         try:
             reset_peak(dev)
-            walls = [elapsed(dev, lambda: adapter.generate_image_tokens(prompts, list(range(count)), sampling))[0]
-                     for _ in range(repeats)]
+            walls = [elapsed(dev, call)[0] for _ in range(repeats)]
         finally:
-            adapter.preallocate_cache = adapter.sync_free_decode = True
+            adapter.preallocate_cache = adapter.sync_free_decode = adapter.cuda_graphs = True
+            adapter.static_decode = False
         wall = min(walls[1:]) if repeats > 1 else walls[0]
         P = adapter._image_prompt_ids(prompts[:b])[0].shape[1]
         flops = generation_flops(shapes, 2 * count, P, N)
@@ -136,7 +147,7 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
         on_row(rows)
 
     for variant in variants:
-        if variant == "ours":
+        if variant in PER_BATCH:
             for b in batches:
                 run(variant, b, b)
         elif variant == "one-at-a-time":
@@ -146,6 +157,13 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
     base = next((r["images_per_s"] for r in rows if r["variant"] == "one-at-a-time"), None)
     for r in rows:
         r["speedup"] = r["images_per_s"] / base if base else None
+        ours = drawn.get(("ours", r["batch"]))
+        if r["variant"] in ("static", "graphs") and ours is not None:
+            # exact on the CPU in fp32 (tests); in bf16 a rounding difference can flip a draw and then the rest of
+            # that image differs, so the share of identical images says more than a tolerance would
+            same = drawn[r["variant"], r["batch"]].codes == ours.codes
+            r["codes_equal_to_ours"] = same.float().mean().item()
+            r["images_identical_to_ours"] = same.all(-1).float().mean().item()
     return rows
 
 
@@ -255,6 +273,10 @@ def print_tables(name, m):
             print(f"| {r['method']} | {r['batch']} | {r['images_per_s']:.3f} | {speedup} | {r['first_call_s']:.1f} | "
                   f"{r['peak_gib']:.1f} | {100 * r['fraction_of_matmul_peak']:.1f}% | "
                   f"{100 * r['fraction_of_bandwidth_floor']:.0f}% |")
+        for r in m["generation"]:
+            if "codes_equal_to_ours" in r:
+                print(f"{r['method']}, batch {r['batch']}: {100 * r['codes_equal_to_ours']:.1f}% of codes and "
+                      f"{100 * r['images_identical_to_ours']:.0f}% of images identical to ours")
     if "vqa" in m:
         print("\n| questions/image | full forward q/s | prefix-shared q/s | speed-up |\n|---|---|---|---|")
         for r in m["vqa"]:

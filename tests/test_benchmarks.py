@@ -451,6 +451,7 @@ def test_the_gpu_check_runs_every_section_on_the_cpu_layout(tmp_path, monkeypatc
     assert not [k for k in m if k.endswith("_error")]
     assert [(r["variant"], r["batch"]) for r in m["generation"]] == [
         ("one-at-a-time", 1), ("dynamic", 2), ("2d-mask", 2), ("ours", 1), ("ours", 2)]
+    assert all("codes_equal_to_ours" not in r for r in m["generation"])
     assert all(r["repeats"] == 2 and r["first_call_s"] > 0 and r["images_per_s"] > 0 for r in m["generation"])
     assert [r["questions_per_image"] for r in m["vqa"]] == [2]
     assert [r["variant"] for r in m["training"]] == ["stored codes", "re-encode PNG", "stored codes + grad ckpt"]
@@ -464,8 +465,11 @@ def test_the_gpu_check_runs_every_section_on_the_cpu_layout(tmp_path, monkeypatc
 def test_the_generation_variants_restore_the_adapters_switches(tiny):
     from benchmarks.gpu import bench_generation
 
-    rows = bench_generation(tiny, [2], 1, peak=1e12, bandwidth=1e12, variants=["2d-mask", "dynamic", "ours"],
-                            repeats=1)
-    assert [r["variant"] for r in rows] == ["2d-mask", "dynamic", "ours"]
-    assert tiny.preallocate_cache and tiny.sync_free_decode
+    rows = bench_generation(tiny, [1, 2], 1, peak=1e12, bandwidth=1e12,
+                            variants=["2d-mask", "dynamic", "ours", "static", "graphs"], repeats=1)
+    assert [(r["variant"], r["batch"]) for r in rows] == [
+        ("2d-mask", 2), ("dynamic", 2), ("ours", 1), ("ours", 2), ("static", 2), ("graphs", 1), ("graphs", 2)]
+    # fp32 on the CPU: the static step draws our codes exactly ("graphs" runs it eagerly without CUDA)
+    assert [r["codes_equal_to_ours"] for r in rows if r["variant"] in ("static", "graphs")] == [1.0, 1.0, 1.0]
+    assert tiny.preallocate_cache and tiny.sync_free_decode and tiny.cuda_graphs and not tiny.static_decode
     assert tiny.num_image_tokens == tiny.janus.config.vision_config.num_image_tokens  # the 8-token warm-up undone

@@ -115,6 +115,9 @@ class JanusAdapter:
         self.batch_size = batch_size
         self.preallocate_cache = True  # decode loops' KV cache (see preallocated_cache); False = DynamicCache
         self.sync_free_decode = True  # image decode steps get a 4-D mask (no host sync); False = the 2-D mask
+        # image decoding with static step shapes (ospo.static_decode), on CUDA replayed as one CUDA graph per
+        # bucket of `decode_bucket` keys (cuda_graphs); off until measured on a GPU (benchmarks.gpu --variants)
+        self.static_decode, self.decode_bucket, self.cuda_graphs = False, 64, True
         self.vqa_rows = VQA_ROWS  # yes_no_scores: questions per forward (each row holds a copy of its image's cache)
         cfg = model.config
         self.num_image_tokens = cfg.vision_config.num_image_tokens
@@ -267,6 +270,11 @@ class JanusAdapter:
         if guided:
             ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
         uniforms = draw_uniforms(seeds, N).to(ids.device)  # on the device: no host copy per step
+        if self.static_decode:
+            from ospo.static_decode import decode_static
+
+            return ImageTokens(*decode_static(janus, ids, mask, B, N, uniforms, sampling, self.decode_bucket,
+                                              graphs=self.cuda_graphs))
         lm, head = janus.model.language_model, janus.model.generation_head
         P = ids.shape[1]
         out = lm(inputs_embeds=janus.get_input_embeddings()(ids), attention_mask=mask, use_cache=True,
