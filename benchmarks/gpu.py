@@ -146,16 +146,27 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
               f"peak {rows[-1]['peak_gib']:.1f} GiB)", flush=True)
         on_row(rows)
 
+    def attempt(variant, b, count):  # a variant that fails (a capture error, out of memory) costs its row alone
+        try:
+            run(variant, b, count)
+        except Exception as e:
+            rows.append({"variant": variant, "method": GENERATION_VARIANTS[variant][0], "batch": b,
+                         "error": f"{type(e).__name__}: {e}"[:2000]})
+            print(f"  {variant}, batch {b} failed: {rows[-1]['error'][:300]}", flush=True)
+            on_row(rows)
+
     for variant in variants:
         if variant in PER_BATCH:
             for b in batches:
-                run(variant, b, b)
+                attempt(variant, b, b)
         elif variant == "one-at-a-time":
-            run(variant, 1, baseline_images)
+            attempt(variant, 1, baseline_images)
         else:
-            run(variant, batches[-1], batches[-1])
-    base = next((r["images_per_s"] for r in rows if r["variant"] == "one-at-a-time"), None)
+            attempt(variant, batches[-1], batches[-1])
+    base = next((r["images_per_s"] for r in rows if r["variant"] == "one-at-a-time" and "error" not in r), None)
     for r in rows:
+        if "error" in r:
+            continue
         r["speedup"] = r["images_per_s"] / base if base else None
         ours = drawn.get(("ours", r["batch"]))
         if r["variant"] in ("static", "graphs") and ours is not None:
@@ -269,6 +280,9 @@ def print_tables(name, m):
         print("| method | batch | images/s | speed-up | first call s | peak GiB | of matmul peak | of bandwidth floor |"
               "\n|---|---|---|---|---|---|---|---|")
         for r in m["generation"]:
+            if "error" in r:
+                print(f"| {r['method']} | {r['batch']} | failed: {r['error'][:120]} | | | | | |")
+                continue
             speedup = f"{r['speedup']:.1f}x" if r.get("speedup") else "-"
             print(f"| {r['method']} | {r['batch']} | {r['images_per_s']:.3f} | {speedup} | {r['first_call_s']:.1f} | "
                   f"{r['peak_gib']:.1f} | {100 * r['fraction_of_matmul_peak']:.1f}% | "

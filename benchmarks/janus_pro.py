@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import torch
 
+
+def janus_pro(hidden: int, intermediate: int, layers: int, heads: int) -> dict:
+    """A Janus-Pro configuration: the LM's sizes vary, SigLIP-L/16 at 384 px and VQ-16 are shared, and the
+    projections into the LM follow its width."""
+    return dict(text=dict(vocab_size=102400, hidden_size=hidden, intermediate_size=intermediate,
+                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                          max_position_embeddings=16384, rms_norm_eps=1e-6),
+                vision=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
+                            patch_size=16, mlp_ratio=4.0, projection_dim=hidden, depth=2, num_image_tokens=576),
+                vq=dict(num_embeddings=16384, embed_dim=8, base_channels=128, channel_multiplier=[1, 1, 2, 2, 4],
+                        latent_channels=256, num_res_blocks=2, projection_dim=hidden, image_token_embed_dim=hidden))
+
+
 ARCHS = {
-    "7b": dict(text=dict(vocab_size=102400, hidden_size=4096, intermediate_size=11008, num_hidden_layers=30,
-                         num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=16384,
-                         rms_norm_eps=1e-6),
-               vision=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
-                           patch_size=16, mlp_ratio=4.0, projection_dim=4096, depth=2, num_image_tokens=576),
-               vq=dict(num_embeddings=16384, embed_dim=8, base_channels=128, channel_multiplier=[1, 1, 2, 2, 4],
-                       latent_channels=256, num_res_blocks=2, projection_dim=4096, image_token_embed_dim=4096)),
-    "1b": dict(text=dict(vocab_size=102400, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
-                         num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=16384,
-                         rms_norm_eps=1e-6),
-               vision=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
-                           patch_size=16, mlp_ratio=4.0, projection_dim=2048, depth=2, num_image_tokens=576),
-               vq=dict(num_embeddings=16384, embed_dim=8, base_channels=128, channel_multiplier=[1, 1, 2, 2, 4],
-                       latent_channels=256, num_res_blocks=2, projection_dim=2048, image_token_embed_dim=2048)),
+    "7b": janus_pro(hidden=4096, intermediate=11008, layers=30, heads=32),
+    "1b": janus_pro(hidden=2048, intermediate=5632, layers=24, heads=16),
     "mini": dict(text=dict(vocab_size=102400, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
                            rms_norm_eps=1e-6),

@@ -473,3 +473,18 @@ def test_the_generation_variants_restore_the_adapters_switches(tiny):
     assert [r["codes_equal_to_ours"] for r in rows if r["variant"] in ("static", "graphs")] == [1.0, 1.0, 1.0]
     assert tiny.preallocate_cache and tiny.sync_free_decode and tiny.cuda_graphs and not tiny.static_decode
     assert tiny.num_image_tokens == tiny.janus.config.vision_config.num_image_tokens  # the 8-token warm-up undone
+
+
+def test_a_generation_variant_that_fails_costs_its_row_alone(tiny):
+    """A GPU session cannot afford to lose a whole section to one variant (a capture error, out of memory): the
+    failing row records the error and the others are measured."""
+    from benchmarks.gpu import bench_generation
+
+    tiny.decode_bucket = 0  # the static decode refuses it
+    try:
+        rows = bench_generation(tiny, [1], 1, peak=1e12, bandwidth=1e12, variants=["static", "ours"], repeats=1)
+    finally:
+        tiny.decode_bucket = 64
+    assert rows[0]["variant"] == "static" and "bucket must be >= 1" in rows[0]["error"]
+    assert rows[1]["variant"] == "ours" and rows[1]["images_per_s"] > 0 and "error" not in rows[1]
+    assert not tiny.static_decode
