@@ -4,10 +4,10 @@ Randomly initialised Janus-Pro-7B / -1B (`benchmarks.janus_pro`, bf16, 384 px, 5
 For each model, each section against its baseline on the same model and inputs:
 
 - ceilings: a large bf16 `torch.mm` (FLOP/s) and a device-to-device copy (bytes read + written per second);
-- generation with CFG 5: images/s at each batch (our batched loop, preallocated KV cache, a ready 4-D mask per
-  decode step) against one image at a time with a fresh DynamicCache (the public code's loop), and our loop with
-  the DynamicCache, with the 2-D mask, or with static step shapes (`ospo.static_decode`) run eagerly or replayed
-  as CUDA graphs (`--variants`; the static rows also give their share of codes identical to ours); peak memory;
+- generation with CFG 5: images/s at each batch (our batched loop, preallocated KV cache) against one image at
+  a time with a fresh DynamicCache (the public code's loop), and our loop with the DynamicCache, with a ready 4-D
+  decode mask, or with static step shapes (`ospo.static_decode`) run eagerly or replayed as CUDA graphs
+  (`--variants`; the static rows also give their share of codes identical to ours); peak memory;
   the fraction of the matmul ceiling (`benchmarks.efficiency.generation_flops`) and of the bandwidth floor: every
   decode step reads the LM, head and aligner weights once and each row's KV cache so far;
 - self-VQA: questions/s, prefix-shared against one full forward per question, at 3/6/10 questions per image;
@@ -18,16 +18,20 @@ For each model, each section against its baseline on the same model and inputs:
   image-token count cut to `--profile-tokens`) at the smallest and the largest batch: the share of wall time the
   GPU's kernels run, and the top operators.
 
-First calls. On an H200 (torch 2.11, cu130, Janus-Pro-7B) a generation at a batch size not seen before in the
-process took 37-39 s at batch 16, 64 and 128 alike (the first run, 2-D mask), and 36.0 s at batch 128 in a second
-run (4-D mask); the 2-D-mask variant then ran the same batch-128 shapes in 14.9 s. Every decode step attends over a
-new key length, and a padded batch takes PyTorch's cuDNN attention, which builds a plan per new shape: the likely
-cause, not yet isolated (`--no-cudnn-sdpa` turns that backend off for the check), and the 4-D mask's own effect is
-not yet separated from it. A run of OSPO repeats its batch shapes thousands of times, so rows report the fastest
-repeat and keep the first call's time beside it; the warm-up before the first row only loads kernels.
+First calls. On an H200 (torch 2.11, cu130, Janus-Pro-7B), a generation at a batch size not yet seen in the
+process took 37-39 s at batch 16, 64 and 128 alike (run 1, 2-D mask), and 36.0 s at batch 128 in run 3 (4-D mask).
+The 2-D-mask variant then ran the same batch-128 shapes in 14.9 s. Every decode step attends over a new key
+length, and a padded batch takes PyTorch's cuDNN attention, which builds a plan per new shape. That is the likely
+cause, not yet isolated (`--no-cudnn-sdpa` turns that backend off for the check), and in run 3 it is confounded
+with the mask. A run of OSPO repeats its batch shapes thousands of times, so rows report the fastest repeat and
+keep the first call's time beside it; the warm-up before the first row only loads kernels. First-call times
+are comparable only between rows whose shapes no earlier row ran. The 'graphs' rows capture their 9-10 graphs
+anew in every call (one eager step, a synchronize and a capture each), and the timing includes that.
 
-Sections run in that order and the JSON is rewritten after each (generation: after each row), so a run cut
-short keeps what it finished; `--deadline` (seconds) skips what would start after it.
+Sections run in the order listed (training last, whatever `--sections` says: it leaves LoRA layers on the
+model). The JSON records the checkout's commit and is rewritten after each section (generation: after each
+row), so a run cut short keeps what it finished. `--deadline` (seconds) skips every row and section that would
+start after it.
 
     python -m benchmarks.gpu --arch 7b,1b --json out.json          (CUDA)
     python -m benchmarks.gpu --arch mini --device cpu --batches 1,4   (the dry run: every code path on the CPU)
@@ -47,6 +51,19 @@ from benchmarks.efficiency import elapsed, generation_flops, model_shapes, train
 
 SECTIONS = ("generation", "vqa", "profile", "training")
 DEFAULT_BATCHES = {"7b": "1,16,64,128", "1b": "1,16,64,256", "mini": "1,4"}
+
+
+def _commit() -> str | None:
+    """The checkout's commit, '+dirty' when files differ from it (None where there is no git)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def sync(device):
@@ -91,17 +108,18 @@ def decode_bytes(adapter, rows: int, P: int, N: int) -> float:
 
 GENERATION_VARIANTS = {  # name -> (method, preallocated cache, sync-free 4-D decode mask, static decode, graphs)
     "one-at-a-time": ("one-at-a-time (fresh DynamicCache)", False, False, False, False),
-    "dynamic": ("ours, DynamicCache", False, True, False, False),
-    "2d-mask": ("ours, 2-D mask (a host sync per token)", True, False, False, False),
-    "ours": ("ours (batched, preallocated cache, 4-D mask)", True, True, False, False),
-    "static": ("static step shapes, eager (ospo.static_decode)", True, True, True, False),
-    "graphs": ("static step shapes, one CUDA graph per 64-key bucket", True, True, True, True),
+    "dynamic": ("ours, DynamicCache", False, False, False, False),
+    "4d-mask": ("ours, ready 4-D mask (no host sync per token)", True, True, False, False),
+    "ours": ("ours (batched, preallocated cache)", True, False, False, False),
+    "static": ("static step shapes, eager (ospo.static_decode)", True, False, True, False),
+    "graphs": ("static step shapes, one CUDA graph per 64-key bucket", True, False, True, True),
 }
 PER_BATCH = ("ours", "graphs")  # variants run at every batch; the others at the largest
+SWITCHES = ("preallocate_cache", "sync_free_decode", "static_decode", "cuda_graphs", "batch_size")
 
 
 def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variants, repeats=2,
-                     on_row=lambda rows: None) -> list[dict]:
+                     on_row=lambda rows: None, past_deadline=lambda: False) -> list[dict]:
     """Rows in the order of `variants`: 'ours' and 'graphs' at every batch, the others at the largest batch,
     'one-at-a-time' over `baseline_images` images. Each row runs `repeats` times and reports the fastest call
     after the first (the first call with new shapes is slow on a GPU: see the module docstring); the first
@@ -109,17 +127,18 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
     from ospo.sampling import ImageSampling
 
     sampling, dev, N = ImageSampling(cfg_scale=5.0), adapter.device, adapter.num_image_tokens
-    adapter.batch_size, adapter.num_image_tokens = 1, 8
+    batch_size, adapter.batch_size, adapter.num_image_tokens = adapter.batch_size, 1, 8
     try:
         adapter.generate_image_tokens(PROMPTS[:1], [0], sampling)  # warm-up: kernels, allocator (8 tokens)
     finally:
-        adapter.num_image_tokens = N
+        adapter.batch_size, adapter.num_image_tokens = batch_size, N
     shapes, rows = model_shapes(adapter.janus), []
 
     drawn = {}  # (variant, batch) -> the last call's ImageTokens: the static variants are compared with ours
 
     def run(variant, b, count):
         method, prealloc, sync_free, static, graphs = GENERATION_VARIANTS[variant]
+        saved = {k: getattr(adapter, k) for k in SWITCHES}
         adapter.preallocate_cache, adapter.sync_free_decode, adapter.batch_size = prealloc, sync_free, b
         adapter.static_decode, adapter.cuda_graphs = static, graphs
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(count)]
@@ -131,8 +150,8 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
             reset_peak(dev)
             walls = [elapsed(dev, call)[0] for _ in range(repeats)]
         finally:
-            adapter.preallocate_cache = adapter.sync_free_decode = adapter.cuda_graphs = True
-            adapter.static_decode = False
+            for k, v in saved.items():
+                setattr(adapter, k, v)
         wall = min(walls[1:]) if repeats > 1 else walls[0]
         P = adapter._image_prompt_ids(prompts[:b])[0].shape[1]
         flops = generation_flops(shapes, 2 * count, P, N)
@@ -147,6 +166,11 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
         on_row(rows)
 
     def attempt(variant, b, count):  # a variant that fails (a capture error, out of memory) costs its row alone
+        if past_deadline():
+            rows.append({"variant": variant, "method": GENERATION_VARIANTS[variant][0], "batch": b,
+                         "error": "skipped: past --deadline"})
+            on_row(rows)
+            return
         try:
             run(variant, b, count)
         except Exception as e:
@@ -263,7 +287,8 @@ def bench_profile(adapter, batches, tokens) -> list[dict]:
                     for key in ("self_cpu_time_total", "self_device_time_total"):
                         f.write(events.table(sort_by=key, row_limit=25) + "\n")
             attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
-            kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]  # not the aten ops
+            kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA  # not the aten ops
+                       and not getattr(e, "is_user_annotation", False)]  # nor annotated ranges over kernels
             busy = sum(getattr(e, attr) for e in kernels) / 1e6  # (their device time is their kernels', again)
             top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:8]
             rows.append({"batch": b, "tokens": tokens, "wall_s": wall, "gpu_busy_s": busy,
@@ -313,7 +338,7 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batches", default=None, help="generation batches (default per arch, e.g. 7b: 1,16,64,128)")
     ap.add_argument("--baseline-images", type=int, default=2, help="images of the one-at-a-time baseline")
-    ap.add_argument("--variants", default="one-at-a-time,dynamic,2d-mask,ours",
+    ap.add_argument("--variants", default="one-at-a-time,dynamic,4d-mask,ours",
                     help="generation variants, run in this order: " + ", ".join(GENERATION_VARIANTS))
     ap.add_argument("--repeats", type=int, default=2,
                     help="calls per generation row; the fastest after the first counts (1: the first call alone)")
@@ -336,6 +361,10 @@ def main():
         if bad:
             raise SystemExit(f"unknown {', '.join(bad)}; choose from {', '.join(known)}")
     start = time.perf_counter()
+
+    def past_deadline() -> bool:
+        return bool(args.deadline) and time.perf_counter() - start > args.deadline
+
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU here (for a dry run on the CPU: --arch mini --device cpu)")
@@ -346,7 +375,8 @@ def main():
 
     import transformers
 
-    report = {"torch": torch.__version__, "transformers": transformers.__version__, "device": str(device),
+    report = {"commit": _commit(), "torch": torch.__version__, "transformers": transformers.__version__,
+              "device": str(device),
               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "models": {}}
     report["ceilings"] = ceilings(device, args.matmul_size)
     peak, bw = report["ceilings"]["matmul_flops_per_s"], report["ceilings"]["copy_bytes_per_s"]
@@ -370,13 +400,14 @@ def main():
         sections = {
             "generation": lambda: bench_generation(adapter, batches, args.baseline_images, peak, bw,
                                                    args.variants.split(","), args.repeats,
-                                                   lambda rows: (m.__setitem__("generation", rows), save())),
+                                                   lambda rows: (m.__setitem__("generation", rows), save()),
+                                                   past_deadline),
             "vqa": lambda: bench_vqa(adapter, args.vqa_images, [int(q) for q in args.questions.split(",")]),
             "training": lambda: bench_training(adapter, args.pairs, args.micro_batch, args.steps, peak),
             "profile": lambda: bench_profile(adapter, batches, args.profile_tokens),
         }
-        for section in args.sections.split(","):
-            if args.deadline and time.perf_counter() - start > args.deadline:
+        for section in [s for s in SECTIONS if s in args.sections.split(",")]:  # training last: it leaves LoRA on
+            if past_deadline():
                 m.setdefault("skipped", []).append(section)
                 print(f"  {section}: skipped (past --deadline {args.deadline:.0f} s)", flush=True)
                 continue

@@ -450,28 +450,35 @@ def test_the_gpu_check_runs_every_section_on_the_cpu_layout(tmp_path, monkeypatc
     m = report["models"]["mini Janus-Pro layout"]
     assert not [k for k in m if k.endswith("_error")]
     assert [(r["variant"], r["batch"]) for r in m["generation"]] == [
-        ("one-at-a-time", 1), ("dynamic", 2), ("2d-mask", 2), ("ours", 1), ("ours", 2)]
+        ("one-at-a-time", 1), ("dynamic", 2), ("4d-mask", 2), ("ours", 1), ("ours", 2)]
     assert all("codes_equal_to_ours" not in r for r in m["generation"])
     assert all(r["repeats"] == 2 and r["first_call_s"] > 0 and r["images_per_s"] > 0 for r in m["generation"])
     assert [r["questions_per_image"] for r in m["vqa"]] == [2]
     assert [r["variant"] for r in m["training"]] == ["stored codes", "re-encode PNG", "stored codes + grad ckpt"]
     assert [r["batch"] for r in m["profile"]] == [1, 2]
-    assert "| ours (batched, preallocated cache, 4-D mask) | 2 |" in capsys.readouterr().out
+    assert "| ours (batched, preallocated cache) | 2 |" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", ["gpu", "--arch", "mini", "--sections", "generation,speed"])
     with pytest.raises(SystemExit, match="unknown speed; choose from generation"):
         gpu.main()
 
 
 def test_the_generation_variants_restore_the_adapters_switches(tiny):
-    from benchmarks.gpu import bench_generation
+    from benchmarks.gpu import SWITCHES, bench_generation
 
-    rows = bench_generation(tiny, [1, 2], 1, peak=1e12, bandwidth=1e12,
-                            variants=["2d-mask", "dynamic", "ours", "static", "graphs"], repeats=1)
+    before = {k: getattr(tiny, k) for k in SWITCHES}
+    tiny.batch_size, tiny.decode_bucket = 3, 5  # not the defaults, so that a reset to defaults would show
+    try:
+        rows = bench_generation(tiny, [1, 2], 1, peak=1e12, bandwidth=1e12,
+                                variants=["4d-mask", "dynamic", "ours", "static", "graphs"], repeats=1)
+        assert tiny.batch_size == 3 and tiny.decode_bucket == 5
+        assert {k: getattr(tiny, k) for k in SWITCHES if k != "batch_size"} == {
+            k: v for k, v in before.items() if k != "batch_size"}
+    finally:
+        tiny.batch_size, tiny.decode_bucket = before["batch_size"], 64
     assert [(r["variant"], r["batch"]) for r in rows] == [
-        ("2d-mask", 2), ("dynamic", 2), ("ours", 1), ("ours", 2), ("static", 2), ("graphs", 1), ("graphs", 2)]
+        ("4d-mask", 2), ("dynamic", 2), ("ours", 1), ("ours", 2), ("static", 2), ("graphs", 1), ("graphs", 2)]
     # fp32 on the CPU: the static step draws our codes exactly ("graphs" runs it eagerly without CUDA)
     assert [r["codes_equal_to_ours"] for r in rows if r["variant"] in ("static", "graphs")] == [1.0, 1.0, 1.0]
-    assert tiny.preallocate_cache and tiny.sync_free_decode and tiny.cuda_graphs and not tiny.static_decode
     assert tiny.num_image_tokens == tiny.janus.config.vision_config.num_image_tokens  # the 8-token warm-up undone
 
 
@@ -488,3 +495,7 @@ def test_a_generation_variant_that_fails_costs_its_row_alone(tiny):
     assert rows[0]["variant"] == "static" and "bucket must be >= 1" in rows[0]["error"]
     assert rows[1]["variant"] == "ours" and rows[1]["images_per_s"] > 0 and "error" not in rows[1]
     assert not tiny.static_decode
+    late = bench_generation(tiny, [1], 1, peak=1e12, bandwidth=1e12, variants=["ours"], repeats=1,
+                            past_deadline=lambda: True)
+    assert late == [{"variant": "ours", "method": "ours (batched, preallocated cache)", "batch": 1,
+                     "error": "skipped: past --deadline"}]

@@ -40,19 +40,30 @@ def test_preallocated_cache_gives_exactly_the_dynamic_caches_results(tiny):
 
 
 @pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["unpadded", "left-padded"])
-def test_the_sync_free_decode_mask_gives_exactly_the_2d_masks_results(tiny, prompts):
-    """Image decode steps take a ready 4-D mask (so transformers does not ask the host whether any key is padded,
-    a GPU sync per token); codes and log-probs are those of the 2-D mask path, padded or not, with either cache."""
+def test_the_sync_free_decode_mask_gives_exactly_the_2d_masks_results(tiny, prompts, monkeypatch):
+    """With `sync_free_decode` image decode steps take a ready 4-D mask, so transformers no longer asks the host
+    whether any key is padded (`masking_utils.fast_all`, a GPU sync per token): only the prefill asks. Codes and
+    log-probs are the 2-D mask path's (on the CPU), padded or not, with either cache."""
+    from transformers import masking_utils
+
+    asked = []
+    original = masking_utils.fast_all
+    monkeypatch.setattr(masking_utils, "fast_all", lambda t: asked.append(1) or original(t))
     sampling = ImageSampling(cfg_scale=5.0)
     seeds = list(range(len(prompts)))
+    assert not tiny.sync_free_decode  # off until a GPU run times it warm
     for preallocate in (True, False):
-        results = {}
+        results, asks = {}, {}
         for sync_free in (True, False):
             tiny.preallocate_cache, tiny.sync_free_decode = preallocate, sync_free
+            asked.clear()
             try:
                 results[sync_free] = tiny.generate_image_tokens(prompts, seeds, sampling)
             finally:
-                tiny.preallocate_cache, tiny.sync_free_decode = True, True
+                tiny.preallocate_cache, tiny.sync_free_decode = True, False
+            asks[sync_free] = len(asked)
+        assert asks[True] <= 2 and asks[False] - asks[True] == tiny.num_image_tokens - 1  # the prefill's, then
+        # one per decode step on the 2-D path only
         assert torch.equal(results[True].codes, results[False].codes)
         assert torch.equal(results[True].logps, results[False].logps)
 
@@ -326,7 +337,7 @@ def test_static_decode_draws_the_eager_loops_codes(tiny, sampling):
             tiny.decode_bucket = bucket
             static = tiny.generate_image_tokens(PROMPTS, seeds, sampling)
             assert torch.equal(static.codes, eager.codes)
-            assert torch.allclose(static.logps, eager.logps, atol=1e-5, rtol=0)
+            assert torch.allclose(static.logps, eager.logps, atol=2e-6, rtol=0)
             if bucket == 1:
                 assert torch.equal(static.logps, eager.logps)
         tiny.decode_bucket = 0
@@ -334,3 +345,19 @@ def test_static_decode_draws_the_eager_loops_codes(tiny, sampling):
             tiny.generate_image_tokens(PROMPTS[:1], [0], sampling)
     finally:
         tiny.static_decode, tiny.decode_bucket = False, 64
+
+
+def test_static_decode_refuses_attention_that_would_misread_its_mask(tiny, monkeypatch):
+    """A boolean 4-D mask means "attend here" to sdpa only; eager attention would add it to the scores."""
+    from ospo.errors import InputError
+
+    cfg = tiny.janus.model.language_model.config
+    monkeypatch.setattr(cfg, "_attn_implementation", "eager")
+    tiny.static_decode = True
+    try:
+        with pytest.raises(InputError, match="static_decode needs sdpa attention"):
+            tiny.generate_image_tokens(PROMPTS[:1], [0], ImageSampling())
+        tiny.static_decode, tiny.sync_free_decode = False, True  # the 4-D decode mask falls back to the 2-D one
+        assert tiny.generate_image_tokens(PROMPTS[:1], [0], ImageSampling()).codes.shape[1] == tiny.num_image_tokens
+    finally:
+        tiny.static_decode, tiny.sync_free_decode = False, False

@@ -114,7 +114,9 @@ class JanusAdapter:
         self.name = name
         self.batch_size = batch_size
         self.preallocate_cache = True  # decode loops' KV cache (see preallocated_cache); False = DynamicCache
-        self.sync_free_decode = True  # image decode steps get a 4-D mask (no host sync); False = the 2-D mask
+        # image decode steps get a ready 4-D mask (no host sync per token; sdpa attention only): exact against the
+        # 2-D mask on the CPU, off until a GPU run times it warm (benchmarks.gpu --variants ours,4d-mask)
+        self.sync_free_decode = False
         # image decoding with static step shapes (ospo.static_decode), on CUDA replayed as one CUDA graph per
         # bucket of `decode_bucket` keys (cuda_graphs); off until measured on a GPU (benchmarks.gpu --variants)
         self.static_decode, self.decode_bucket, self.cuda_graphs = False, 64, True
@@ -270,7 +272,11 @@ class JanusAdapter:
         if guided:
             ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
         uniforms = draw_uniforms(seeds, N).to(ids.device)  # on the device: no host copy per step
-        if self.static_decode:
+        sdpa = janus.model.language_model.config._attn_implementation == "sdpa"  # a boolean 4-D mask is read as
+        if self.static_decode:  # "attend here" by sdpa alone (eager attention would add it to the scores)
+            if not sdpa:
+                raise InputError("static_decode needs sdpa attention (the model's attn_implementation is "
+                                 f"'{janus.model.language_model.config._attn_implementation}')")
             from ospo.static_decode import decode_static
 
             return ImageTokens(*decode_static(janus, ids, mask, B, N, uniforms, sampling, self.decode_bucket,
@@ -282,9 +288,10 @@ class JanusAdapter:
         codes = torch.empty(B, N, dtype=torch.long, device=ids.device)
         logps = torch.empty(B, N, dtype=torch.float32, device=ids.device)
         ones = mask.new_ones(mask.shape[0], 1)
-        # Each decode step's mask, ready in 4-D: given a 2-D padding mask, transformers asks the host whether
-        # every key is unmasked (`masking_utils._ignore_causal_mask_sdpa`), one GPU sync per token that keeps the
-        # host from queueing the next step while the device runs this one. `sync_free_decode = False` is that path.
+        # With `sync_free_decode`, each decode step's mask ready in 4-D: given a 2-D padding mask, transformers asks
+        # the host whether every key is unmasked (`masking_utils._ignore_causal_mask_sdpa`), one GPU sync per token
+        # that keeps the host from queueing the next step while the device runs this one. (Without padding the 2-D
+        # path then passes no mask at all, which can pick another attention kernel on a GPU.)
         every = torch.cat([mask, mask.new_ones(mask.shape[0], N)], dim=1).bool()[:, None, None, :]
         for t in range(N):
             logits = head(out.last_hidden_state[:, -1]).float()  # (2B or B, V)
@@ -296,7 +303,7 @@ class JanusAdapter:
             if t == N - 1:
                 break
             step = nxt.repeat(2) if guided else nxt
-            if self.sync_free_decode:
+            if self.sync_free_decode and sdpa:
                 step_mask = every[..., :P + t + 1]  # the prompt and the t + 1 codes drawn so far
             else:
                 mask = step_mask = torch.cat([mask, ones], dim=1)

@@ -1,9 +1,10 @@
 """Image-token decoding with static shapes, so that each decode step can be replayed as one CUDA graph.
 
 Why: on a GPU the eager decode loop is launch-bound. A profile of random Janus-Pro-7B on an H200
-(`benchmarks/README.md`, `benchmarks.gpu`) counted ~1,150 kernel launches per token and 25-35 ms of host time per
-step against 6-11 ms of kernels at batch 1-64; the GPU idled 77-83% of the time. A CUDA graph replays a whole
-step with one launch, but only a step whose tensor shapes and addresses never change.
+(`benchmarks/README.md`, `benchmarks.gpu`) counted over 1,100 kernel launches per token and, under the profiler,
+25-35 ms of host time per step against 6-11 ms of kernels at batch 1-64 (unprofiled, batch 1 took 21.7 ms a
+step). A CUDA graph replays a whole step with one launch, but only a step whose tensor shapes and addresses never
+change.
 
 How the step is made static:
 - keys and values live in zero-filled buffers of P + N positions (prompt + image tokens); the prefill writes
@@ -17,8 +18,9 @@ How the step is made static:
 The first step of each bucket runs eagerly on a side stream (the warm-up a capture needs, doing the real step),
 then the step is captured and replayed for the rest of the bucket. Without CUDA (or with `graphs=False`) the same
 static step runs eagerly: that is what the CPU tests compare with the eager loop (`JanusAdapter.static_decode`).
-The masked keys get exactly zero weight, so codes equal the eager loop's and log-probs agree to rounding (the
-attention sums run over more, zero, terms).
+The masked keys get exactly zero weight: on the CPU in fp32 the codes equal the eager loop's and log-probs agree
+to rounding (the attention sums run over more, zero, terms); in bf16 a rounding difference can flip a draw. A
+call captures its graphs anew (9-10 for 576 tokens and bucket 64); they are not kept across calls.
 """
 
 from __future__ import annotations
@@ -112,19 +114,22 @@ def decode_static(janus, ids, mask, B: int, N: int, uniforms, sampling, bucket: 
         index.add_(1)
 
     capture = graphs and dev.type == "cuda"
-    captured, pool = {}, (torch.cuda.graph_pool_handle() if capture else None)
-    for t in range(1, N):
-        end = min(P + N, -(-(P + t) // bucket) * bucket)  # keys after this step: P + t, rounded up
-        if not capture:
-            step(end)
-        elif end in captured:
-            captured[end].replay()
-        else:
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
+    if not capture:
+        for t in range(1, N):
+            step(min(P + N, -(-(P + t) // bucket) * bucket))  # keys after this step: P + t, rounded up
+        return codes, logps
+    with torch.cuda.device(dev):  # captures and streams on the model's device
+        captured, pool = {}, torch.cuda.graph_pool_handle()
+        for t in range(1, N):
+            end = min(P + N, -(-(P + t) // bucket) * bucket)
+            if end in captured:
+                captured[end].replay()
+                continue
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 step(end)  # step t itself, and the warm-up the capture needs
-            torch.cuda.current_stream(dev).wait_stream(side)
+            torch.cuda.current_stream().wait_stream(side)
             graph = captured[end] = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
                 step(end)  # recorded, not run: replayed for the bucket's next steps
