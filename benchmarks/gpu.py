@@ -47,7 +47,8 @@ import time
 import torch
 
 from benchmarks.adapter_speed import PROMPTS, QUESTIONS
-from benchmarks.efficiency import elapsed, generation_flops, model_shapes, training_flops
+from benchmarks.efficiency import elapsed, generation_flops, matmul_peak, model_shapes, training_flops
+from benchmarks.training_speed import peak_bytes, reset_peak
 
 SECTIONS = ("generation", "vqa", "profile", "training")
 DEFAULT_BATCHES = {"7b": "1,16,64,128", "1b": "1,16,64,256", "mini": "1,4"}
@@ -66,35 +67,20 @@ def _commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def reset_peak(device):
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
 def peak_gib(device) -> float:
-    sync(device)
-    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    """Peak memory since the last `reset_peak`: CUDA allocations, or the process's peak RSS on the CPU."""
+    return peak_bytes(device) / 2**30
 
 
 def ceilings(device, n: int) -> dict:
-    """Best of 10 after a warm-up: bf16 n^3 matmul FLOP/s and copy bytes/s (read + write) on random data."""
-    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    """Best of 10 after a warm-up: bf16 n^3 matmul FLOP/s (`efficiency.matmul_peak`) and copy bytes/s (read +
+    write) on random data."""
     src = torch.randn(256 * 2**20, device=device)  # 1 GiB of fp32
     dst = torch.empty_like(src)
-
-    def best(fn):
-        fn()
-        return min(elapsed(device, fn)[0] for _ in range(10))
-
-    return {"matmul_n": n, "matmul_flops_per_s": 2 * n**3 / best(lambda: torch.mm(a, b)),
-            "copy_bytes_per_s": 2 * src.numel() * 4 / best(lambda: dst.copy_(src))}
+    dst.copy_(src)
+    copy_s = min(elapsed(device, lambda: dst.copy_(src))[0] for _ in range(10))
+    return {"matmul_n": n, "matmul_flops_per_s": matmul_peak(device, torch.bfloat16, n, repeat=10),
+            "copy_bytes_per_s": 2 * src.numel() * 4 / copy_s}
 
 
 def decode_bytes(adapter, rows: int, P: int, N: int) -> float:
@@ -243,8 +229,7 @@ def bench_training(adapter, pairs, micro_batch, steps, peak) -> list[dict]:
         cfg = TrainConfig(batch_size=pairs, micro_batch_size=micro_batch, gradient_checkpointing=checkpointing)
         step = make_step(adapter, cfg, data, pngs if reencode else None)
         shapes_of = shapes_of or model_shapes(adapter.janus)
-        reset_peak(dev)
-        before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
+        before = reset_peak(dev)[0]
         step(0)  # warm-up: gradients and optimizer state
         best = float("inf")
         for s in range(1, steps + 1):

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from ospo.errors import InputError, ModelLoadError
-from ospo.sampling import ImageSampling, TextSampling, cfg_mix, draw_uniforms, sample_tokens
+from ospo.sampling import (ImageSampling, TextSampling, cfg_mix, draw_image_tokens, draw_uniforms,
+                           sample_tokens)
 
 log = logging.getLogger(__name__)
 
@@ -292,18 +293,16 @@ class JanusAdapter:
         # the host whether every key is unmasked (`masking_utils._ignore_causal_mask_sdpa`), one GPU sync per token
         # that keeps the host from queueing the next step while the device runs this one. (Without padding the 2-D
         # path then passes no mask at all, which can pick another attention kernel on a GPU.)
-        every = torch.cat([mask, mask.new_ones(mask.shape[0], N)], dim=1).bool()[:, None, None, :]
+        every = (torch.cat([mask, mask.new_ones(mask.shape[0], N)], dim=1).bool()[:, None, None, :]
+                 if self.sync_free_decode and sdpa else None)
         for t in range(N):
             logits = head(out.last_hidden_state[:, -1]).float()  # (2B or B, V)
-            cond = logits[:B]
-            mixed = cfg_mix(cond, logits[B:], sampling.cfg_scale) if guided else cond
-            nxt = sample_tokens(mixed, uniforms[:, t], sampling.temperature, sampling.top_k, sampling.top_p)
+            nxt, logps[:, t] = draw_image_tokens(logits, B, uniforms[:, t], sampling)
             codes[:, t] = nxt
-            logps[:, t] = torch.log_softmax(cond, -1).gather(-1, nxt[:, None]).squeeze(-1)
             if t == N - 1:
                 break
             step = nxt.repeat(2) if guided else nxt
-            if self.sync_free_decode and sdpa:
+            if every is not None:
                 step_mask = every[..., :P + t + 1]  # the prompt and the t + 1 codes drawn so far
             else:
                 mask = step_mask = torch.cat([mask, ones], dim=1)

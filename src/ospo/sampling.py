@@ -93,6 +93,17 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
     return tokens.clamp_(max=logits.shape[-1] - 1)
 
 
+def draw_image_tokens(logits: torch.Tensor, batch: int, uniforms: torch.Tensor, sampling: ImageSampling
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image-token draw per item from the head's logits: (2B, V) rows [cond; uncond] under guidance, else
+    (B, V). Mixes the branches (`cfg_mix`), inverts the CDF at `uniforms` (B,), and returns the tokens (B,) and
+    their log-probabilities under the conditional branch alone (B,)."""
+    cond = logits[:batch]
+    mixed = cfg_mix(cond, logits[batch:], sampling.cfg_scale) if logits.shape[0] > batch else cond
+    tokens = sample_tokens(mixed, uniforms, sampling.temperature, sampling.top_k, sampling.top_p)
+    return tokens, torch.log_softmax(cond, -1).gather(-1, tokens[:, None]).squeeze(-1)
+
+
 def item_seed(run_seed: int, item_id: str, slot: int = 0) -> int:
     """A 63-bit seed from (run seed, item id, slot): every random draw of an item derives from its identity,
     never from its position in a batch or shard."""

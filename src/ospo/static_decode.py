@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ospo.sampling import cfg_mix, sample_tokens
+from ospo.sampling import draw_image_tokens
 
 
 def _static_layer():
@@ -85,14 +85,10 @@ def decode_static(janus, ids, mask, B: int, N: int, uniforms, sampling, bucket: 
     logps = torch.zeros(B, N, dtype=torch.float32, device=dev)
     keep = torch.cat([mask, mask.new_zeros(R, N)], dim=1).bool()[:, None, None, :]  # (R, 1, 1, P + N)
 
-    def draw(hidden, t):  # hidden (R, D) -> the codes of step t (t an int or a (1,) device index)
-        logits = head(hidden).float()
-        cond = logits[:B]
-        mixed = cfg_mix(cond, logits[B:], sampling.cfg_scale) if guided else cond
+    def draw(hidden, t):  # hidden (R, D) -> the codes of step t (t an int or a (1,) device index) and their log p
         u = uniforms[:, t] if isinstance(t, int) else uniforms.index_select(1, t).squeeze(1)
-        nxt = sample_tokens(mixed, u, sampling.temperature, sampling.top_k, sampling.top_p)
-        lp = torch.log_softmax(cond, -1).gather(-1, nxt[:, None])
-        return nxt, lp
+        nxt, lp = draw_image_tokens(head(hidden).float(), B, u, sampling)
+        return nxt, lp[:, None]
 
     nxt, lp = draw(out.last_hidden_state[:, -1], 0)
     codes[:, :1], logps[:, :1] = nxt[:, None], lp
