@@ -4,7 +4,9 @@
 
 Rows: oracle accuracy on clean renders and on render -> codes -> decoded pixels; text-to-image on
 ShapeWorld-GenEval (per task, bootstrap 95% intervals); self-VQA on held-out renders and on the model's own
-images; validity of the model's perturbations and coverage of its question decompositions. Held-out data
+images; validity of the model's perturbations and coverage of its question decompositions. The renders are
+asked the mixture's questions and, in a second row, form-balanced ones (`mixture.balanced_question`: the answer
+cannot be told from the question), each beside a blind judge's accuracy on the same questions. Held-out data
 comes from seeds the pretraining mixture never uses (stream 7), the prompts of text tasks from the dev split.
 """
 
@@ -49,21 +51,54 @@ def oracle_accuracy(model, num_scenes: int) -> tuple[float, float]:
     return accuracy([render(s) for s in scenes]), accuracy(decoded)
 
 
-def vqa_held_out(model, num: int) -> tuple[float, dict[str, float]]:
-    """Self-VQA accuracy on held-out renders of the mixture's VQA sampler, overall, by question kind and by
-    true answer, and the ranking AUC."""
+def vqa_held_out(model, num: int, balanced: bool = False) -> tuple[float, dict[str, float]]:
+    """Self-VQA accuracy on held-out renders of the mixture's VQA sampler (`balanced`: its form-balanced
+    questions, `mixture.balanced_question`), overall, by question kind and by true answer, the ranking AUC, and
+    the accuracy of a blind judge on the same questions (`blind_accuracy`)."""
     from PIL import Image
 
     from ospo.shapeworld.questions import parse_question
 
-    rng = np.random.default_rng([HELD_OUT, 2])
-    examples = [mixture.sample_vqa(rng) for _ in range(num)]
-    kinds = [parse_question(e.question.split("?")[0] + "?").kind for e in examples]
+    rng = np.random.default_rng([HELD_OUT, 2] + ([1] if balanced else []))
+    examples = [mixture.sample_vqa(rng, balanced=balanced) for _ in range(num)]
+    questions = [parse_question(e.question.split("?")[0] + "?") for e in examples]
+    kinds = [q.kind for q in questions]
     margins, truth = sw_eval.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
                                          [[e.question] for e in examples], [[e.answer] for e in examples])
     hits = (margins > 0) == truth
     by_kind = {f"{k} questions": float(np.mean(hits[np.asarray(kinds) == k])) for k in sorted(set(kinds))}
-    return float(np.mean(hits)), {**by_kind, **judge_rows(margins, truth)}
+    blind = {"a blind judge (the question's form only)": blind_accuracy(questions, truth, balanced)}
+    return float(np.mean(hits)), {**by_kind, **judge_rows(margins, truth), **blind}
+
+
+def blind_accuracy(questions, truth: np.ndarray, balanced: bool, num_fit: int = 20000) -> float:
+    """Accuracy on `questions` of a judge that never looks at the image: it answers each question's form
+    (`mixture.question_form`: kind, the attributes named, relation word, count) with that form's majority answer
+    among `num_fit` questions of a pretraining stream of the same sampler ("yes" for a form never seen)."""
+    from ospo.shapeworld.questions import parse_question
+
+    rng = np.random.default_rng([0, 2, 99])
+    yes, seen = {}, {}
+    for _ in range(num_fit):
+        e = mixture.sample_vqa(rng, balanced=balanced)
+        form = mixture.question_form(parse_question(e.question.split("?")[0] + "?"))
+        yes[form] = yes.get(form, 0) + (e.answer == "yes")
+        seen[form] = seen.get(form, 0) + 1
+    guess = np.array([yes.get(f, 1) * 2 >= seen.get(f, 1) for f in map(mixture.question_form, questions)])
+    return float(np.mean(guess == truth))
+
+
+def blind_in_sample(questions: list[str], truth: np.ndarray) -> float:
+    """Accuracy of answering each question form (`mixture.question_form`) with its majority true answer among these
+    same questions: the most a judge that never looks at the images could score on them (fitted in-sample, so an
+    optimistic bound)."""
+    from ospo.shapeworld.questions import parse_question
+
+    votes: dict = {}
+    for q, t in zip(questions, truth):
+        form = mixture.question_form(parse_question(q.split("?")[0] + "?"))
+        votes.setdefault(form, [0, 0])[bool(t)] += 1
+    return sum(max(v) for v in votes.values()) / max(1, len(truth))
 
 
 RELATION_SETS = ("line~0", "line~1", "relation~0", "relation~1", "relation")
@@ -165,6 +200,7 @@ def main():
     own_margins, own_truth = sw_eval.vqa_margins(model, images, own_questions, own_answers)
     own = float(np.mean((own_margins > 0) == own_truth))
     renders, render_rows = vqa_held_out(model, args.vqa)
+    balanced, balanced_rows = vqa_held_out(model, args.vqa, balanced=True)
     perturb_ok, decompose_ok, reasons = text_tasks(model, templates, args.text)
     relations = relation_sets(model, args.relations) if args.relations else {}
 
@@ -173,8 +209,12 @@ def main():
             (f"T2I ShapeWorld-GenEval overall (cfg {cfg_scale})", summary.overall.mean, "0.30 - 0.75"),
             ("self-VQA, held-out renders", renders, ">= 0.85"),
             *((f"  - {name}", value, "") for name, value in render_rows.items()),
+            ("self-VQA, held-out renders, form-balanced questions", balanced, ""),
+            *((f"  - {name}", value, "") for name, value in balanced_rows.items()),
             ("self-VQA, own generated images", own, ">= 0.80"),
             *((f"  - {name}", value, "") for name, value in judge_rows(own_margins, own_truth).items()),
+            ("  - a blind judge (each form's majority answer, in-sample)",
+             blind_in_sample([q for qs in own_questions for q in qs], own_truth), ""),
             ("valid perturbations", perturb_ok, ">= 0.80"),
             ("complete decompositions", decompose_ok, ">= 0.80")]
     print(f"\n## ShapeWorld model: {args.model}\n\n| measure | value | target |\n|---|---|---|")

@@ -213,6 +213,28 @@ def test_judge_rows_split_accuracy_by_true_answer_and_rank_regardless_of_bias():
     assert rows == {"true yes": 1.0, "true no": 0.5, "AUC (ranking)": 1.0}
 
 
+
+def test_blind_judge_scores_chance_on_form_balanced_questions_only():
+    from benchmarks.shapeworld_targets import blind_accuracy
+    from ospo.shapeworld import mixture
+    from ospo.shapeworld.questions import parse_question
+
+    for balanced, low, high in ((False, 0.58, 0.68), (True, 0.44, 0.55)):
+        rng = np.random.default_rng([123, 1, int(balanced)])
+        examples = [mixture.sample_vqa(rng, balanced=balanced) for _ in range(800)]
+        questions = [parse_question(e.question.split("?")[0] + "?") for e in examples]
+        truth = np.array([e.answer == "yes" for e in examples])
+        assert low < blind_accuracy(questions, truth, balanced, num_fit=5000) < high
+
+
+def test_blind_in_sample_answers_each_form_with_its_majority():
+    from benchmarks.shapeworld_targets import blind_in_sample
+
+    questions = ["is there a circle ? please answer yes or no .", "is there a square ?", "is there a cross ?",
+                 "is there a red circle ?", "is there a blue square ?"]
+    # shape-only form: 2 of 3 yes -> 2 right; coloured form: 1 yes, 1 no -> 1 right
+    assert blind_in_sample(questions, np.array([True, True, False, True, False])) == 3 / 5
+
 def test_relation_sets_are_exact_about_their_renders_and_balanced():
     """A judge that answers from the oracle's reading of the pixels scores 1 on every relation set; one that
     always says yes scores about one half: the sets' answers are true of their images and balanced."""

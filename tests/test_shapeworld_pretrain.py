@@ -532,6 +532,20 @@ def test_vqa_curriculum_shrinks_copies_to_one_and_leaves_runs_without_it_unchang
     assert all(np.array_equal(a.image, b.image) for a, b in zip(plain.vqa, off.vqa))
 
 
+
+def test_vqa_balanced_draws_form_balanced_questions_after_the_same_text_to_image_rows():
+    from ospo.shapeworld import mixture
+
+    cfg = replace(SMALL, batch_vqa=12, vqa_balanced=True)
+    plain, balanced = lm_batch(replace(SMALL, batch_vqa=12), 3), lm_batch(cfg, 3)
+    assert [e.prompt for e in plain.t2i] == [e.prompt for e in balanced.t2i]  # drawn before the VQA rows
+    assert [e.question for e in plain.vqa] != [e.question for e in balanced.vqa]
+    rng = np.random.default_rng([cfg.seed, 2, 3])
+    for _ in range(cfg.batch_t2i):
+        mixture.sample_t2i(rng)
+    again = [mixture.sample_vqa(rng, balanced=True) for _ in range(cfg.batch_vqa)]
+    assert [e.question for e in again] == [e.question for e in balanced.vqa]
+
 def test_word_targets_sum_the_embeddings_of_each_cells_words():
     from ospo.shapeworld.pretrain import cell_labels, word_targets
     from ospo.tiny import build_tiny_janus

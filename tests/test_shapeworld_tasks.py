@@ -306,6 +306,51 @@ def test_vqa_is_balanced_true_and_near_miss():
     assert near["relation"] > 0.3 * near["relation", "no"]  # often the flipped relation of a true one
 
 
+
+def _blind_accuracy(examples, min_count: int = 50) -> float:
+    """Accuracy of answering every question form (`mixture.question_form`) seen at least `min_count` times with its
+    majority answer, over the questions of those forms: what a judge that never looks at the image scores."""
+    votes = collections.defaultdict(collections.Counter)
+    forms = [mixture.question_form(parse_question(e.question[:-len(VQA_SUFFIX)])) for e in examples]
+    for form, e in zip(forms, examples):
+        votes[form][e.answer] += 1
+    frequent = [v for v in votes.values() if sum(v.values()) >= min_count]
+    return sum(max(v.values()) for v in frequent) / sum(sum(v.values()) for v in frequent)
+
+
+def test_balanced_vqa_hides_the_answer_from_the_question_form_and_stays_exact():
+    """The default questions let a blind judge (question form only) score well above chance; the balanced ones
+    do not: every frequent form is answered yes about half the time, and every answer is what the render shows."""
+    rng, plain_rng = np.random.default_rng(5), np.random.default_rng(5)
+    n = 2500
+    balanced = [mixture.sample_vqa(rng, balanced=True) for _ in range(n)]
+    plain = [mixture.sample_vqa(plain_rng) for _ in range(n)]
+    assert _blind_accuracy(plain) > 0.62
+    assert _blind_accuracy(balanced) < 0.55
+    forms = collections.defaultdict(list)
+    for i, e in enumerate(balanced):
+        question = parse_question(e.question[:-len(VQA_SUFFIX)])
+        forms[mixture.question_form(question)].append(e.answer == "yes")
+        if i < 400:
+            assert e.answer == ("yes" if truth(question, read_scene(e.image)) else "no"), e.question
+    frequent = {f: np.mean(v) for f, v in forms.items() if len(v) >= 100}
+    assert len(frequent) >= 6 and all(0.38 < p < 0.62 for p in frequent.values()), frequent
+    kinds = collections.Counter(f[0] for f, v in forms.items() for _ in v)
+    assert all(kinds[k] > 0.05 * n for k in ("exists", "count", "relation", "background")), kinds
+    # shape-only "is there a <shape> ?" asked "no" as often as "yes": the form the shipped model answers blind
+    shape_only = forms["exists", (False, False, False), None, (), None]
+    assert len(shape_only) > 100 and 0.4 < np.mean(shape_only) < 0.6
+
+
+def test_same_form_variant_keeps_the_form_and_changes_a_value():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        example = mixture.sample_vqa(rng, balanced=True)
+        question = parse_question(example.question[:-len(VQA_SUFFIX)])
+        variant = mixture._same_form_variant(question, rng)
+        assert mixture.question_form(variant) == mixture.question_form(question)
+        assert variant != question
+
 def test_text_mixture_covers_all_tasks_with_exact_answers():
     rng = np.random.default_rng(3)
     counts = collections.Counter()
