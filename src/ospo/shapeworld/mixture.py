@@ -231,7 +231,7 @@ def balanced_question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random
     question's form (`question_form`): a true question of the prompt or about any object, kept only when some
     variant of the same form (`_same_form_variant`) is false; the answer "no" asks that variant. Yes and no then
     come from the same forms with the same probabilities. `_question` (the default mixture's) lets a blind judge
-    score 0.62 on held-out renders (shape-only "exists" questions are true 80% of the time, with a colour 34%:
+    score about 0.61 on held-out renders (shape-only "exists" questions are true 80% of the time, with a colour 34%:
     docs/shapeworld-model.md)."""
     for _ in range(50):
         if spec is not None and _coin(rng):

@@ -104,7 +104,7 @@ class PretrainConfig:
     vqa_curriculum_copies: int = 32
     vqa_balanced: bool = False  # VQA questions drawn with mixture.balanced_question: "yes" and "no" equally likely
     # for every question form, so the answer cannot be guessed from the question. The default mixture's questions
-    # let a blind judge score 0.62 on held-out renders, and the shipped model answers shape-only "is there a ..."
+    # let a blind judge score about 0.61 on held-out renders, and the shipped model answers shape-only "is there a ..."
     # questions "yes" whatever the image shows (docs/shapeworld-model.md)
     find_steps: int = 0  # find phase between the align and LM phases: the LM alone (vision tower and aligner frozen)
     # on yes/no questions about one-object scenes (mixture.sample_find: shape-only "is there a <shape> ?" and
