@@ -71,34 +71,39 @@ def vqa_held_out(model, num: int, balanced: bool = False) -> tuple[float, dict[s
     return float(np.mean(hits)), {**by_kind, **judge_rows(margins, truth), **blind}
 
 
+def _form(question) -> tuple:
+    """`mixture.question_form` of a Question or of a question's text (the VQA suffix after "?" ignored)."""
+    from ospo.shapeworld.questions import parse_question
+
+    return mixture.question_form(parse_question(question.split("?")[0] + "?") if isinstance(question, str)
+                                 else question)
+
+
+def _votes(questions, truth) -> dict[tuple, list[int]]:
+    """[no, yes] counts of the true answers by question form."""
+    votes: dict = {}
+    for q, t in zip(questions, truth):
+        votes.setdefault(_form(q), [0, 0])[bool(t)] += 1
+    return votes
+
+
 def blind_accuracy(questions, truth: np.ndarray, balanced: bool, num_fit: int = 20000) -> float:
     """Accuracy on `questions` of a judge that never looks at the image: it answers each question's form
     (`mixture.question_form`: kind, the attributes named, relation word, count) with that form's majority answer
-    among `num_fit` questions of a pretraining stream of the same sampler ("yes" for a form never seen)."""
-    from ospo.shapeworld.questions import parse_question
-
+    among `num_fit` questions of a pretraining stream of the same sampler ("yes" for a form never seen or tied)."""
     rng = np.random.default_rng([0, 2, 99])
-    yes, seen = {}, {}
-    for _ in range(num_fit):
-        e = mixture.sample_vqa(rng, balanced=balanced)
-        form = mixture.question_form(parse_question(e.question.split("?")[0] + "?"))
-        yes[form] = yes.get(form, 0) + (e.answer == "yes")
-        seen[form] = seen.get(form, 0) + 1
-    guess = np.array([yes.get(f, 1) * 2 >= seen.get(f, 1) for f in map(mixture.question_form, questions)])
+    fit = [mixture.vqa_question(rng, balanced=balanced) for _ in range(num_fit)]
+    votes = _votes([q for _, q, _ in fit], [yes for _, _, yes in fit])
+    guess = np.array([votes.get(_form(q), [0, 0])[1] >= votes.get(_form(q), [0, 0])[0] for q in questions])
     return float(np.mean(guess == truth))
 
 
-def blind_in_sample(questions: list[str], truth: np.ndarray) -> float:
+def blind_in_sample(questions, truth: np.ndarray, min_count: int = 1) -> float:
     """Accuracy of answering each question form (`mixture.question_form`) with its majority true answer among these
-    same questions: the most a judge that never looks at the images could score on them (fitted in-sample, so an
-    optimistic bound)."""
-    from ospo.shapeworld.questions import parse_question
-
-    votes: dict = {}
-    for q, t in zip(questions, truth):
-        form = mixture.question_form(parse_question(q.split("?")[0] + "?"))
-        votes.setdefault(form, [0, 0])[bool(t)] += 1
-    return sum(max(v) for v in votes.values()) / max(1, len(truth))
+    same questions, over the forms asked at least `min_count` times: the most a judge that never looks at the
+    images could score on them (fitted in-sample, so an optimistic bound)."""
+    kept = [v for v in _votes(questions, truth).values() if sum(v) >= min_count]
+    return sum(max(v) for v in kept) / max(1, sum(sum(v) for v in kept))
 
 
 RELATION_SETS = ("line~0", "line~1", "relation~0", "relation~1", "relation")

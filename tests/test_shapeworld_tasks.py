@@ -310,12 +310,9 @@ def test_vqa_is_balanced_true_and_near_miss():
 def _blind_accuracy(examples, min_count: int = 50) -> float:
     """Accuracy of answering every question form (`mixture.question_form`) seen at least `min_count` times with its
     majority answer, over the questions of those forms: what a judge that never looks at the image scores."""
-    votes = collections.defaultdict(collections.Counter)
-    forms = [mixture.question_form(parse_question(e.question[:-len(VQA_SUFFIX)])) for e in examples]
-    for form, e in zip(forms, examples):
-        votes[form][e.answer] += 1
-    frequent = [v for v in votes.values() if sum(v.values()) >= min_count]
-    return sum(max(v.values()) for v in frequent) / sum(sum(v.values()) for v in frequent)
+    from benchmarks.shapeworld_targets import blind_in_sample
+
+    return blind_in_sample([e.question for e in examples], [e.answer == "yes" for e in examples], min_count)
 
 
 def test_balanced_vqa_hides_the_answer_from_the_question_form_and_stays_exact():

@@ -226,25 +226,35 @@ def _same_form_variant(q: Question, rng: np.random.Generator) -> Question:
     return replace(q, **{side: replace(clause, **{key: _other(rng, values, getattr(clause, key))})})
 
 
+def _base_question(scene: Scene, spec: Spec | None, rng: np.random.Generator) -> Question | None:
+    """A question meant to hold in `scene`: one of the prompt's (when the scene realises one) or one about any of
+    its objects (None when the drawn kind has none, e.g. no count >= 2)."""
+    if spec is not None and _coin(rng):
+        return _choice(rng, decompose(spec))
+    return _true_question(scene, str(rng.choice(_KINDS, p=_KIND_WEIGHTS)), rng)
+
+
+def _background_question(scene: Scene, yes: bool, rng: np.random.Generator) -> Question:
+    """The fallback when no question of another kind was found: the background, true or not as asked."""
+    return Question("background", background=scene.background if yes else _other(rng, BACKGROUNDS, scene.background))
+
+
 def balanced_question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random.Generator) -> Question:
     """A question whose true answer about `scene` is `yes`, drawn so that the answer cannot be told from the
-    question's form (`question_form`): a true question of the prompt or about any object, kept only when some
-    variant of the same form (`_same_form_variant`) is false; the answer "no" asks that variant. Yes and no then
-    come from the same forms with the same probabilities. `_question` (the default mixture's) lets a blind judge
-    score about 0.61 on held-out renders (shape-only "exists" questions are true 80% of the time, with a colour 34%:
+    question's form (`question_form`): a true question (`_base_question`), kept only when some variant of the same
+    form (`_same_form_variant`) is false; the answer "no" asks that variant. Yes and no then come from the same
+    forms with the same probabilities. `_question` (the default mixture's) lets a blind judge score about 0.61 on
+    held-out renders (shape-only "exists" questions are true 80% of the time, with a colour 34%:
     docs/shapeworld-model.md)."""
     for _ in range(50):
-        if spec is not None and _coin(rng):
-            base = _choice(rng, decompose(spec))
-        else:
-            base = _true_question(scene, str(rng.choice(_KINDS, p=_KIND_WEIGHTS)), rng)
+        base = _base_question(scene, spec, rng)
         if base is None or not truth(base, scene):
             continue
         for _ in range(8):
             variant = _same_form_variant(base, rng)
             if not truth(variant, scene):
                 return base if yes else variant
-    return Question("background", background=scene.background if yes else _other(rng, BACKGROUNDS, scene.background))
+    return _background_question(scene, yes, rng)
 
 
 def _question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random.Generator) -> Question:
@@ -252,10 +262,7 @@ def _question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random.Generat
     realises one) or about any of its objects; a "no" one is a near miss of a true one, or, now and
     then, a random object that is absent."""
     for _ in range(50):
-        if spec is not None and _coin(rng):
-            base = _choice(rng, decompose(spec))
-        else:
-            base = _true_question(scene, str(rng.choice(_KINDS, p=_KIND_WEIGHTS)), rng)
+        base = _base_question(scene, spec, rng)
         if base is None:
             continue
         if not yes:
@@ -263,20 +270,12 @@ def _question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random.Generat
                 "exists", ObjectClause(_choice(rng, SHAPES), 1, _choice(rng, COLORS)))
         if truth(base, scene) == yes:
             return base
-    return Question("background", background=scene.background if yes else _other(rng, BACKGROUNDS, scene.background))
+    return _background_question(scene, yes, rng)
 
 
-def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, copies: int = 1,
-               balanced: bool = False) -> VQAExample:
-    """A rendered scene, a yes/no question about it and the exact answer.
-
-    The answer is drawn first with a fair coin (exactly balanced in expectation), then a question
-    with that answer. Scenes come half from prompts (the questions the pipeline will ask) and half
-    from 1-6 random objects (distractors, repeated shapes); `copies` > 1 draws each object in that many
-    cells (`replicate`, a curriculum), before the question is drawn. `balanced` draws the question with
-    `balanced_question` (the answer independent of the question's form) instead of `_question`.
-    """
-    templates = templates or tasks.shapeworld_templates()
+def vqa_question(rng: np.random.Generator, copies: int = 1, balanced: bool = False) -> tuple[Scene, Question, bool]:
+    """(scene, question, true answer) of `sample_vqa`, drawn the same way from the same generator state, without
+    rendering the scene (for statistics over many questions)."""
     yes = _coin(rng)
     if _coin(rng):
         spec = sample_prompt_spec(rng)
@@ -285,7 +284,21 @@ def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, c
         spec, scene = None, random_scene(rng)
     if copies > 1:
         scene = replicate(scene, copies, rng)
-    question = (balanced_question if balanced else _question)(scene, spec, yes, rng)
+    return scene, (balanced_question if balanced else _question)(scene, spec, yes, rng), yes
+
+
+def sample_vqa(rng: np.random.Generator, templates: TemplateSet | None = None, copies: int = 1,
+               balanced: bool = False) -> VQAExample:
+    """A rendered scene, a yes/no question about it and the exact answer (`vqa_question`).
+
+    The answer is drawn first with a fair coin (exactly balanced in expectation), then a question
+    with that answer. Scenes come half from prompts (the questions the pipeline will ask) and half
+    from 1-6 random objects (distractors, repeated shapes); `copies` > 1 draws each object in that many
+    cells (`replicate`, a curriculum), before the question is drawn. `balanced` draws the question with
+    `balanced_question` (the answer independent of the question's form) instead of `_question`.
+    """
+    templates = templates or tasks.shapeworld_templates()
+    scene, question, yes = vqa_question(rng, copies, balanced)
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
 
 
