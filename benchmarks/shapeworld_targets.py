@@ -145,21 +145,33 @@ def judge_rows(margins: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "AUC (ranking)": sw_eval.roc_auc(margins, truth)}
 
 
-def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
-    """Share of valid perturbations and of complete decompositions, on dev prompts.
+def _interleaved(records) -> list:
+    """`records` reordered to take one of each task in turn (the split lists them task by task: its first 100 held
+    no numeracy2 or complex prompt, the hardest to perturb)."""
+    by_task: dict[str, list] = {}
+    for r in records:
+        by_task.setdefault(r.task, []).append(r)
+    queues = list(by_task.values())
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
-    Each prompt is asked for the edit of one of its negative slots (`tasks.perturbation_slots`, taken in
-    turn), i.e. what the negative stage asks: never a swap of a one-clause prompt, which no answer satisfies.
+
+def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
+    """Share of valid perturbations and of complete decompositions, on `num` dev prompts.
+
+    Each prompt is asked for every distinct edit of its negative slots (`tasks.perturbation_slots`), i.e. what
+    the negative stage asks: never a swap of a one-clause prompt, which no answer satisfies. The prompts are taken
+    in turn from the split's sub-categories (`_interleaved`), so every `num` covers them all. (Until 2026-12-01 the
+    measure took the split's first `num` prompts, one edit each by position: at 100, no numeracy2 or complex
+    prompt, and the edit of a prompt changed with its place in the list.)
     """
-    records = [r for r in evalsets.dev_split(20)][:num]
-    slots = [tasks.perturbation_slots(r.spec) for r in records]
-    edits = [s[i % len(s)] for i, s in enumerate(slots)]
+    records = _interleaved(evalsets.dev_split(20))[:num]
+    asked = [(r, e) for r in records for e in dict.fromkeys(tasks.perturbation_slots(r.spec))]
     sampling = TextSampling(max_new_tokens=64)
-    outputs = model.generate_text([templates.perturb(r.prompt, e) for r, e in zip(records, edits)],
-                                  [item_seed(0, r.id, 0) for r in records], sampling)
+    outputs = model.generate_text([templates.perturb(r.prompt, e) for r, e in asked],
+                                  [item_seed(0, f"{r.id}/{e}", 0) for r, e in asked], sampling)
     reasons: dict[str, int] = {}
     valid = 0
-    for r, e, out in zip(records, edits, outputs):
+    for (r, e), out in zip(asked, outputs):
         try:
             ok, why = tasks.check_perturbation(r.prompt, e, templates.parse_perturbation(out))
         except ValueError as err:
@@ -167,6 +179,7 @@ def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
         valid += ok
         if not ok:
             reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
+    perturb_ok = valid / len(asked)
     outputs = model.generate_text([templates.decompose(r.prompt) for r in records],
                                   [item_seed(0, r.id, 2) for r in records], sampling)
     covered = 0
@@ -175,7 +188,7 @@ def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
             covered += tasks.check_decomposition(r.prompt, templates.parse_questions(out))[0]
         except ValueError:
             pass
-    return valid / len(records), covered / len(records), reasons
+    return perturb_ok, covered / len(records), reasons
 
 
 def main():

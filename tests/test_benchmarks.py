@@ -235,6 +235,41 @@ def test_blind_in_sample_answers_each_form_with_its_majority():
     # shape-only form: 2 of 3 yes -> 2 right; coloured form: 1 yes, 1 no -> 1 right
     assert blind_in_sample(questions, np.array([True, True, False, True, False])) == 3 / 5
 
+def test_text_measure_asks_every_sub_category_and_every_edit_and_counts_right_answers():
+    """`text_tasks` takes its prompts in turn from every sub-category (the split lists them one sub-category after
+    another) and asks each prompt for every distinct edit of its slots; a right stepwise answer counts as valid."""
+    from benchmarks.shapeworld_targets import _interleaved, text_tasks
+    from ospo.parsing import ParseError
+    from ospo.shapeworld import evalsets, tasks
+    from ospo.shapeworld.captions import parse_caption
+    from ospo.shapeworld.edits import perturb
+    from ospo.templates import load_templates
+
+    templates = load_templates("shapeworld")
+    first = _interleaved(evalsets.dev_split(20))[:10]
+    assert len({r.task for r in first}) == 10
+    by_text = {}
+    for r in first:
+        for edit in dict.fromkeys(tasks.perturbation_slots(r.spec)):
+            new = perturb(parse_caption(r.prompt), edit, np.random.default_rng(0))
+            by_text[templates.perturb(r.prompt, edit)] = (
+                tasks.stepwise_perturbation(parse_caption(r.prompt), edit, new, templates) if new else "")
+
+    class Model:  # answers every perturbation right (when the edit exists), decompositions not at all
+        asked = []
+
+        def generate_text(self, prompts, seeds, sampling):
+            self.asked += prompts
+            return [by_text.get(p, "") for p in prompts]
+
+    model = Model()
+    valid, covered, reasons = text_tasks(model, templates, 10)
+    assert len(model.asked) == len(by_text) + 10 and covered == 0.0
+    assert valid == pytest.approx(sum(bool(a) for a in by_text.values()) / len(by_text)) and valid > 0.8
+    with pytest.raises(ParseError):
+        templates.parse_perturbation("")
+
+
 def test_relation_sets_are_exact_about_their_renders_and_balanced():
     """A judge that answers from the oracle's reading of the pixels scores 1 on every relation set; one that
     always says yes scores about one half: the sets' answers are true of their images and balanced."""

@@ -357,6 +357,22 @@ def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
         mixture.sample_text(np.random.default_rng(0), task="rewrite")
 
 
+def test_mixture_text_stream_takes_the_asked_tasks_and_leaves_the_other_streams():
+    """mix_text_tasks draws the mixture's text rows from the named tasks (a task named twice twice as often); the
+    default "" draws every task; the image streams are drawn first, so they do not change."""
+    from ospo.errors import InputError
+
+    cfg = replace(SMALL, batch_text=40)
+    default, perturb = lm_batch(cfg, 1), lm_batch(replace(cfg, mix_text_tasks="perturb"), 1)
+    assert all(" edit : " in e.answer and "result :" in e.answer for e in perturb.text)
+    assert sum(" edit : " in e.answer for e in default.text) < 20  # about a fifth: all five tasks drawn
+    _assert_same_core(default, perturb, text=False)
+    heavy = lm_batch(replace(SMALL, batch_text=400, mix_text_tasks="perturb,perturb,decompose"), 2).text
+    assert 0.55 < np.mean([" edit : " in e.answer for e in heavy]) < 0.78
+    with pytest.raises(InputError, match="mix_text_tasks"):
+        replace(SMALL, mix_text_tasks="perturb,rewrite")
+
+
 def test_describe_curriculum_uses_one_object_scenes_first():
     from ospo.shapeworld import oracle
 
@@ -385,11 +401,12 @@ def test_mixture_find_rows_are_their_own_stream_of_the_asked_kinds_and_logged(tm
         replace(SMALL, mix_find_kinds="relation+left")
 
 
-def _assert_same_core(a, b):
+def _assert_same_core(a, b, text: bool = True):
     assert [e.prompt for e in a.t2i] == [e.prompt for e in b.t2i]
     assert [e.question for e in a.vqa] == [e.question for e in b.vqa]
-    assert [e.answer for e in a.text] == [e.answer for e in b.text]
-    assert np.array_equal(a.uncond, b.uncond)
+    if text:
+        assert [e.answer for e in a.text] == [e.answer for e in b.text]
+        assert np.array_equal(a.uncond, b.uncond)
 
 
 def test_find_rows_ask_about_one_replicated_object_with_exact_answers():
