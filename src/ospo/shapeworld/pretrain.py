@@ -160,9 +160,11 @@ class PretrainConfig:
                                  f"'+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / 'line~P' (P: the share "
                                  "of reverse relation words, 0 to 1)" + (", stages comma-separated" if
                                                                           name == "find_stages" else ""))
-        for name, value, may_be_empty in (("text_tasks", self.text_tasks, False),
-                                          ("mix_text_tasks", self.mix_text_tasks, True)):
-            if (value or not may_be_empty) and (not value or any(t not in TEXT_TASKS for t in value.split(","))):
+        task_lists = [("text_tasks", self.text_tasks)]
+        if self.mix_text_tasks:  # "" is the mixture's default stream
+            task_lists.append(("mix_text_tasks", self.mix_text_tasks))
+        for name, value in task_lists:
+            if any(t not in TEXT_TASKS for t in value.split(",")):  # "".split(",") == [""]: refused too
                 raise InputError(f"{name}: {value!r} is not a comma-separated list of {TEXT_TASKS}")
         if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
             raise InputError(f"find_at_lm_step must be 0 or between 1 and lm_steps - 1 ({self.lm_steps - 1}), got "
