@@ -5,9 +5,11 @@ selection rule keeps from the *same* prompts and images, with the same optimizer
 and is evaluated on the same prompts and seeds as the base model. The table gives each model's ShapeWorld-GenEval
 score per task with its 95% bootstrap interval, and the paired difference to the base model.
 
-    python -m benchmarks.recipes --run runs/demo [--split dev|test] [--recipes ospo-v2,ospo-v3,...]
+    python -m benchmarks.recipes --run runs/demo [--split dev|geneval-dev|test] [--recipes ospo-v2,ospo-v3,...]
 
-Tune on `--split dev` (prompts drawn apart from the evaluation set); report `--split test` (the held-out set).
+Tune on a dev split, report `--split test` (the held-out evaluation set). `dev` draws the loop's own ten
+sub-categories; `geneval-dev` has ShapeWorld-GenEval's six tasks with the prompts the evaluation set leaves
+(`evalsets.geneval_dev_split`), and says how many of them the run itself wrote as training prompts.
 """
 
 from __future__ import annotations
@@ -29,12 +31,34 @@ def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, see
     from ospo.shapeworld import evalsets
 
     dev = split == "dev"
-    records = evalsets.dev_split(num_dev) if dev else None
-    payloads = [evaluate_reusing(model, out / f"seed-{seed}", "dev" if dev else "geneval", images_per_prompt,
-                                 sampling, seed, weights, records=records, extra={"num_dev": num_dev if dev else None})
+    records = split_records(split, num_dev)
+    payloads = [evaluate_reusing(model, out / f"seed-{seed}", "geneval" if split == "test" else split,
+                                 images_per_prompt, sampling, seed, weights, records=records,
+                                 extra={"num_dev": num_dev if dev else None})
                 for seed in seeds]
     pooled = {k: v for k, v in payloads[0].items() if k not in ("seed", "summary")}
     return {**pooled, "seeds": list(seeds), "images": [i for p in payloads for i in p["images"]]}
+
+
+def split_records(split: str, num_dev: int):
+    """The prompts of `split`: None for the test split (the shipped evaluation set)."""
+    from ospo.shapeworld import evalsets
+
+    if split == "dev":
+        return evalsets.dev_split(num_dev)
+    return evalsets.geneval_dev_split() if split == "geneval-dev" else None
+
+
+def trained_on(run: Path, records) -> dict[str, int]:
+    """Per task, how many of `records` the run wrote as training prompts (its prompts stage's records)."""
+    from ospo.artifacts import read_jsonl
+    from ospo.parsing import prompt_key
+
+    written = {prompt_key(r.text) for r in read_jsonl(run / "prompts" / "records.jsonl")}
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.task] = counts.get(r.task, 0) + (prompt_key(r.prompt) in written)
+    return counts
 
 
 def weights_identity(model_path, adapter: str | None) -> dict:
@@ -56,7 +80,7 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a ShapeWorld run directory with the data stages done")
-    ap.add_argument("--split", choices=["dev", "test"], default="dev")
+    ap.add_argument("--split", choices=["dev", "geneval-dev", "test"], default="dev")
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--images-per-prompt", type=int, default=16, help="as `ospo demo` (GenEval's protocol: 4)")
     ap.add_argument("--num-dev", type=int, default=8, help="dev prompts per sub-category")
@@ -88,6 +112,13 @@ def main(argv=None) -> None:
         results[recipe] = evaluate(model, args.split, out / recipe, args.images_per_prompt, sampling, seeds,
                                    args.num_dev, weights_identity(resolve_model_path(rcfg.model.path),
                                                                   outputs.get("adapter")))
+    if args.split == "geneval-dev":
+        records = split_records(args.split, args.num_dev)
+        counts, sizes = trained_on(run, records), {}
+        for r in records:
+            sizes[r.task] = sizes.get(r.task, 0) + 1
+        print("geneval-dev prompts the run wrote as training prompts: " +
+              ", ".join(f"{t} {counts[t]}/{n}" for t, n in sizes.items()) + "\n")
     base_results = image_results(results["base"])
     summaries = {name: summarize(image_results(r)) for name, r in results.items()}
     tasks = list(summaries["base"].tasks)

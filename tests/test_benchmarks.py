@@ -356,6 +356,23 @@ def test_recipes_evaluation_pools_seeds_and_reuses_finished_evaluations(tmp_path
     assert drawn == [0, 1, 0, 0, 0]
 
 
+def test_recipes_geneval_dev_split_counts_the_prompts_the_run_wrote(tmp_path):
+    from benchmarks import recipes
+    from ospo.artifacts import write_jsonl
+    from ospo.records import Prompt
+    from ospo.shapeworld import evalsets
+
+    dev = recipes.split_records("geneval-dev", 8)
+    assert dev == evalsets.geneval_dev_split() and recipes.split_records("test", 8) is None
+    position = [r.prompt for r in dev if r.task == "position"]
+    written = [Prompt("p0", position[0].upper() + " ", "layout", "spatial", "in-context"),  # same prompt key
+               Prompt("p1", position[1], "layout", "spatial", "in-context"),
+               Prompt("p2", "a red circle left of a blue square", "layout", "spatial", "in-context")]
+    write_jsonl(tmp_path / "prompts" / "records.jsonl", written)
+    counts = recipes.trained_on(tmp_path, dev)
+    assert counts["position"] == 2 and sum(counts.values()) == 2 and set(counts) == set(evalsets.GENEVAL_TASKS)
+
+
 def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
     """What `benchmarks.efficiency --janus-pro-7b` builds on a GPU is Janus-Pro-7B, checked on the meta device (no
     memory): ~7.4B parameters (14.8 GB in bf16), a 30-layer 4096-wide LM, 576 image tokens from 384 px, 16384
@@ -556,3 +573,33 @@ def test_a_generation_variant_that_fails_costs_its_row_alone(tiny):
                             past_deadline=lambda: True)
     assert late == [{"variant": "ours", "method": "ours (batched, preallocated cache)", "batch": 1,
                      "error": "skipped: past --deadline"}]
+
+
+def test_pretrain_speed_times_every_phase_of_every_stage_and_counts_the_recipes_steps(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks import pretrain_speed
+    from ospo.shapeworld.pretrain import PretrainConfig, shapeworld_spec
+
+    spec = replace(shapeworld_spec(), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                   vision_hidden_size=32, vision_layers=1)
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(
+        "stages:\n"
+        "  - name: vq\n    set: {vq_steps: 700, vq_stop_at: 160, vq_batch: 2, lm_steps: 0, vision_steps: 0}\n"
+        "  - name: S\n    assemble: {vq: vq, rest: vq}\n"
+        "  - name: B\n    set: {init_from: S, vq_steps: 0, vision_steps: 30, vision_batch: 2, lm_steps: 250,\n"
+        "                      find_at_lm_step: 100, find_steps: 40, find_batch: 2, text_steps: 20, text_batch: 2,\n"
+        "                      batch_t2i: 2, batch_vqa: 2, batch_text: 2, eval_every: 100, checkpoint_every: 50}\n")
+    rows = pretrain_speed.estimate(str(recipe), 3, spec=spec, evaluation_seconds=2.0)
+    got = [(r["stage"], r["phase"], r["steps"]) for r in rows]
+    # the vq run stopped at 160 of 700; B's mixture split at 100 by its find and text phases; evaluations at 200
+    # and at the last step (100 is before the split, in the part that runs no evaluation)
+    assert got == [("vq", "vq", 160), ("B", "vision", 30), ("B", "mix", 100), ("B", "find", 40), ("B", "text", 20),
+                   ("B", "lm", 150), ("B", "dev evaluation", 2)]
+    for r in rows:
+        assert r["s/step"] > 0 and r["minutes"] == pytest.approx(r["steps"] * r["s/step"] / 60)
+    assert pretrain_speed.evaluations(PretrainConfig(lm_steps=2400, eval_every=400)) == 6
+    assert pretrain_speed.evaluations(PretrainConfig(lm_steps=800, eval_every=600)) == 2  # 600 and the last, 800
+    assert pretrain_speed.evaluations(PretrainConfig(lm_steps=300, eval_every=0)) == 0
+    assert pretrain_speed.seconds_per_step([0.0, 5.0, 6.0, 7.5, 8.5]) == 1.0  # the first step's 5 s left out

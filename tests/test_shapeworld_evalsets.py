@@ -79,6 +79,24 @@ def test_dev_split_is_deterministic_and_disjoint_from_evaluation():
     assert {r.prompt for r in dev_split(seed=8)} != set(prompts)
 
 
+def test_geneval_dev_split_has_the_evaluations_tasks_and_the_rest_of_their_prompts():
+    dev = evalsets.geneval_dev_split()
+    assert dev == evalsets.geneval_dev_split()
+    test = load_eval_set("geneval")
+    assert not {r.prompt for r in dev} & {r.prompt for r in test}
+    sizes = Counter(r.task for r in dev)
+    # every task's space less the evaluation's half, at most 100: five shapes, 20 ordered pairs, 5 x 3 counts,
+    # 5 x 10 colours, 20 x 4 directions, and far more colour bindings
+    assert sizes == {"single_object": 5 - 3, "two_object": 20 - 10, "counting": 15 - 8, "colors": 50 - 25,
+                     "position": 80 - 40, "color_attr": 100}
+    for r in dev:  # scored by the same rules as the evaluation set's prompts of the task
+        assert r.metadata == geneval_metadata(r.spec)
+    same_task = {r.task: r for r in test}
+    assert all(len(r.spec.objects) == len(same_task[r.task].spec.objects) for r in dev)
+    assert {r.prompt for r in evalsets.geneval_dev_split(seed=8) if r.task == "color_attr"} != \
+        {r.prompt for r in dev if r.task == "color_attr"}
+
+
 def _results(scores_per_prompt: dict[str, list[float]], task: str = "colors"):
     return [ImageResult(p, task, s) for p, scores in scores_per_prompt.items() for s in scores]
 

@@ -142,6 +142,21 @@ def build_eval_set(name: str, seed: int = EVAL_SEED) -> tuple[EvalPrompt, ...]:
     return tuple(records)
 
 
+def geneval_dev_split(seed: int = DEV_SEED) -> tuple[EvalPrompt, ...]:
+    """Tuning prompts of ShapeWorld-GenEval's six tasks: for each task, the half of its distinct prompts the
+    evaluation set leaves (at most `MAX_PROMPTS`, drawn with `seed`), so the tasks are the evaluation's and no prompt
+    is. `dev_split` draws the loop's own sub-categories instead, whose spatial prompts bind colours and whose
+    numeracy has two counts; neither is a GenEval task. Training may write these prompts (the small tasks' spaces
+    leave nothing else): `benchmarks.recipes --split geneval-dev` reports how many a run wrote."""
+    test = {r.prompt for r in load_eval_set("geneval")}
+    records = []
+    for t, task in enumerate(GENEVAL_TASKS):
+        space = [spec for spec in _geneval_space(task) if caption(spec) not in test]
+        order = np.random.default_rng([seed, 200 + t]).permutation(len(space))
+        records += [_record("geneval-dev", task, i, space[j]) for i, j in enumerate(order[:MAX_PROMPTS])]
+    return tuple(records)
+
+
 def _row(record: EvalPrompt) -> dict:
     return {"id": record.id, "tag": record.task, "prompt": record.prompt, **record.metadata}
 
