@@ -87,11 +87,16 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="first evaluation seed")
     ap.add_argument("--seeds", type=int, default=1, help="evaluation seeds seed .. seed+N-1, their images pooled "
                     "per prompt (another seed draws other images of the same prompts)")
+    ap.add_argument("--iteration", type=int, default=1, help="the iteration the run is (OUT/iter-K of `ospo run "
+                    "--iterations`): recipes train as that iteration does, on the model it started from (its lr "
+                    "scaled by train.iteration_lr_scale); base is always the model before the first iteration")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config overrides for training")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.iteration < 1:
+        ap.error(f"--iteration must be >= 1, got {args.iteration}")
     run = Path(args.run)
     cfg = pipeline.load_run_config(run, args.overrides)
     base = JanusAdapter.from_pretrained(resolve_model_path(cfg.model.path), batch_size=cfg.model.batch_size)
@@ -104,7 +109,7 @@ def main(argv=None) -> None:
     for recipe in args.recipes.split(","):
         rcfg = pipeline.load_run_config(run, [*args.overrides, f"recipe={recipe}"])
         t0 = time.monotonic()
-        pipeline.run_stages(run, rcfg, ["select", "train"], progress=False)
+        pipeline.run_stages(run, rcfg, ["select", "train"], progress=False, iteration=args.iteration)
         seconds[recipe] = time.monotonic() - t0
         outputs = RunContext(run, rcfg).stage(stage_name(rcfg)).manifest()["outputs"]
         model = JanusAdapter.from_pretrained(resolve_model_path(rcfg.model.path), adapter=outputs.get("adapter"),

@@ -373,6 +373,14 @@ def test_recipes_geneval_dev_split_counts_the_prompts_the_run_wrote(tmp_path):
     assert counts["position"] == 2 and sum(counts.values()) == 2 and set(counts) == set(evalsets.GENEVAL_TASKS)
 
 
+def test_recipes_refuses_an_iteration_below_one(tmp_path, capsys):
+    from benchmarks import recipes
+
+    with pytest.raises(SystemExit):
+        recipes.main(["--run", str(tmp_path), "--iteration", "0"])
+    assert "--iteration must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
     """What `benchmarks.efficiency --janus-pro-7b` builds on a GPU is Janus-Pro-7B, checked on the meta device (no
     memory): ~7.4B parameters (14.8 GB in bf16), a 30-layer 4096-wide LM, 576 image tokens from 384 px, 16384

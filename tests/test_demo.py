@@ -37,3 +37,22 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert third["outputs"]["adapter"] != info["outputs"]["adapter"]
     trained = json.loads((out / "eval" / "ospo-v2" / "results.json").read_text())
     assert trained["weights"] == third["outputs"] and third["seconds"]["eval_trained"] > 0
+
+
+def test_demo_iterations_train_again_on_data_the_first_iterations_model_drew(tmp_path, capsys):
+    from ospo import pipeline
+
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--limit", "1", "--images-per-prompt", "1", *SMALL, "--set", "train.epochs=1"]
+    assert main([*args, "--iterations", "2"]) == 0
+    assert "| task | base | ospo-v2-iter-2 | difference (paired) |" in capsys.readouterr().out
+    info = json.loads((out / "demo.json").read_text())
+    first = pipeline.load_run_config(out)
+    second = pipeline.load_run_config(out / "iter-2")
+    (first_train,) = out.glob("train-ospo-v2*")
+    assert second.model.adapter == str(first_train / "adapter")  # iteration 2 drew with iteration 1's model
+    assert second.seed == first.seed + 1
+    assert info["iterations"] == 2 and info["outputs"]["adapter"].startswith(str(out / "iter-2"))
+    assert (out / "eval" / "ospo-v2-iter-2" / "results.json").exists()
+    assert main([*args, "--iterations", "0"]) == 2
+    assert "--iterations must be >= 1, got 0" in capsys.readouterr().err

@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "has only 3-100 prompts per task, and at 4 the paired interval is wider than the effect)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts of every evaluation task")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument("--iterations", type=int, default=1, help="OSPO iterations before the trained model is evaluated; "
+                   "iteration k > 1 runs in OUT/iter-k with the model iteration k - 1 trained (default 1)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -293,7 +295,7 @@ def cmd_demo(args) -> None:
     from ospo.demo import run_demo
 
     info = run_demo(args.out, args.config, args.overrides, images_per_prompt=args.images_per_prompt,
-                    limit=args.limit, seed=args.seed)
+                    limit=args.limit, seed=args.seed, iterations=args.iterations)
     print(info["table"])
     print(f"time: {sum(info['seconds'].values()) / 60:.1f} min; details in {args.out}/demo.json"
           + (f"; report: {info['report']}" if "report" in info else ""))

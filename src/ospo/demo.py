@@ -51,8 +51,16 @@ def comparison_table(base: dict, trained: dict, label: str) -> tuple[str, dict]:
 
 def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", overrides: list[str] = (),
              eval_set: str = "geneval", images_per_prompt: int = 16, limit: int | None = None, seed: int = 0,
-             report: bool = True) -> dict:
-    """Runs the demo (resumable); returns {'table': markdown, 'summary': numbers, 'seconds': per phase}."""
+             report: bool = True, iterations: int = 1) -> dict:
+    """Runs the demo (resumable); returns {'table': markdown, 'summary': numbers, 'seconds': per phase}.
+
+    Iteration 1 runs in `out_dir` itself; iteration k > 1 in `out_dir/iter-k`, drawing its data with the model
+    iteration k - 1 trained (`pipeline.next_iteration_config`, as `ospo run --iterations`). The last iteration's
+    model is evaluated against the base model."""
+    from ospo.errors import InputError
+
+    if iterations < 1:
+        raise InputError(f"--iterations must be >= 1, got {iterations}")
     from ospo import pipeline
     from ospo.config import load_config
     from ospo.evaluate.shapeworld import evaluate_reusing
@@ -78,32 +86,43 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
                                  {"model": str(resolve_model_path(m.path)), "adapter": m.adapter}, limit)
     seconds["eval_base"] = time.monotonic() - t0
 
-    print(f"[2/3] one OSPO iteration ({cfg.recipe}) in {run_dir} ...", flush=True)
+    print(f"[2/3] {'one OSPO iteration' if iterations == 1 else f'{iterations} OSPO iterations'} ({cfg.recipe}) "
+          f"in {run_dir} ...", flush=True)
     pipeline.prepare_run_dir(run_dir, cfg)
 
-    def done(folder, manifest, elapsed):
-        seconds[folder] = elapsed
+    def done(folder, manifest, elapsed, prefix=""):
+        seconds[prefix + folder] = elapsed
         c = manifest.get("counts", {})
-        print(f"  {folder}: {c.get('out', 0)} records, {c.get('rejected', 0)} rejected ({elapsed:.1f} s)", flush=True)
+        print(f"  {prefix}{folder}: {c.get('out', 0)} records, {c.get('rejected', 0)} rejected ({elapsed:.1f} s)",
+              flush=True)
 
     ctx_model = base  # the base model serves the data stages; training wraps it with LoRA
     pipeline.run_stages(run_dir, cfg, list(STAGES), done, _model=ctx_model)
     print(pipeline.summarize(run_dir, cfg, seconds), flush=True)
-    train_manifest = RunContext(run_dir, cfg).stage(stage_name(cfg)).manifest()
+    for k in range(2, iterations + 1):  # iteration k generates its data with the model of iteration k - 1
+        cfg = pipeline.next_iteration_config(cfg, run_dir, k)
+        run_dir = out / f"iter-{k}"
+        print(f"  iteration {k} in {run_dir} (the model of iteration {k - 1}) ...", flush=True)
+        pipeline.prepare_run_dir(run_dir, cfg)
+        pipeline.run_stages(run_dir, cfg, list(STAGES), lambda *a, p=f"iter-{k}/": done(*a, prefix=p), iteration=k)
+        print(pipeline.summarize(run_dir, cfg, seconds), flush=True)
+    train_manifest = RunContext(run_dir, cfg, iteration=iterations).stage(stage_name(cfg)).manifest()
     outputs = train_manifest.get("outputs", {})
 
     print(f"[3/3] evaluating the trained model ({outputs}) on the same prompts and seeds ...", flush=True)
     t0 = time.monotonic()
     trained = JanusAdapter.from_pretrained(outputs["model"] if "model" in outputs else resolve_model_path(m.path),
                                            dtype="float32", adapter=outputs.get("adapter"), batch_size=m.batch_size)
-    trained_eval = evaluate_reusing(trained, out / "eval" / cfg.recipe, eval_set, images_per_prompt, sampling, seed,
+    label = cfg.recipe if iterations == 1 else f"{cfg.recipe}-iter-{iterations}"
+    trained_eval = evaluate_reusing(trained, out / "eval" / label, eval_set, images_per_prompt, sampling, seed,
                                     outputs, limit)
     seconds["eval_trained"] = time.monotonic() - t0
 
-    table, numbers = comparison_table(base_eval, trained_eval, cfg.recipe)
+    table, numbers = comparison_table(base_eval, trained_eval, label)
     atomic_write_text(out / "table.md", table + "\n")
     info = {"config": config, "overrides": list(overrides), "recipe": cfg.recipe, "eval_set": eval_set,
-            "images_per_prompt": images_per_prompt, "limit": limit, "seed": seed, "sampling": asdict(sampling),
+            "images_per_prompt": images_per_prompt, "limit": limit, "seed": seed, "iterations": iterations,
+            "sampling": asdict(sampling),
             "summary": numbers, "seconds": seconds, "outputs": outputs}
     atomic_write_text(out / "demo.json", json.dumps(info, indent=1))
     if report:
