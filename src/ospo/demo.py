@@ -57,18 +57,17 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
     Iteration 1 runs in `out_dir` itself; iteration k > 1 in `out_dir/iter-k`, drawing its data with the model
     iteration k - 1 trained (`pipeline.next_iteration_config`, as `ospo run --iterations`). The last iteration's
     model is evaluated against the base model."""
-    from ospo.errors import InputError
-
-    if iterations < 1:
-        raise InputError(f"--iterations must be >= 1, got {iterations}")
     from ospo import pipeline
     from ospo.config import load_config
+    from ospo.errors import InputError
     from ospo.evaluate.shapeworld import evaluate_reusing
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
     from ospo.stages import STAGES, RunContext, resolve_model_path
     from ospo.stages.train import stage_name
 
+    if iterations < 1:
+        raise InputError(f"--iterations must be >= 1, got {iterations}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config, list(overrides))
