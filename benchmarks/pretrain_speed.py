@@ -3,11 +3,11 @@
 Every stage of the recipe runs a few steps of each of its phases (vq, vision, align, mix, find, text, lm) with the
 stage's own batch sizes, threads and bf16 setting, in a scratch folder; the time between consecutive steps of a
 phase (its first step left out: it pays for setup) gives seconds per step, and the recipe's step counts turn that
-into minutes. The mixture's dev-split evaluations (`eval_every`) are timed once on the built model and counted per
-stage. Not counted: checkpoint writes (a fraction of a second each, every `checkpoint_every` steps) and model
+into minutes. The mixture's dev-split evaluations (`eval_every`) are timed once on the shipped checkpoint and
+counted per stage. Not counted: checkpoint writes (a fraction of a second each, every `checkpoint_every` steps) and model
 loading. A step's cost does not depend on the weights, so stages that continue an earlier one are timed from
 fresh weights of the same architecture; it does depend on the sampled rows' lengths, so a few steps give an
-estimate, not a measurement (compare the last column of a finished stage's log).
+estimate, not a measurement.
 
     python -m benchmarks.pretrain_speed [--recipe shipped] [--steps 4] [--json out.json]
 """
@@ -25,9 +25,6 @@ import numpy as np
 
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.pretrain import PretrainConfig, native_bf16
-
-PHASES = ("vq", "vision", "align", "mix", "find", "text", "lm")
-
 
 def phase_steps(cfg: PretrainConfig) -> dict[str, int]:
     """The steps each phase of `cfg` runs (phases with none left out), in the order `pretrain` runs them."""
@@ -76,23 +73,22 @@ def time_stage(cfg: PretrainConfig, steps: int, spec=None) -> dict[str, float]:
     return {phase: seconds_per_step(t) for phase, t in stamps.items()}
 
 
-def time_evaluation(spec=None) -> float:
-    """Seconds of one `dev_evaluate` call (on fresh weights: the work is the same for any weights)."""
+def time_evaluation() -> float:
+    """Seconds of one `dev_evaluate` call on the shipped checkpoint (the work does not depend on the weights)."""
     from ospo.model import JanusAdapter
-    from ospo.shapeworld.pretrain import dev_evaluate, shapeworld_spec
-    from ospo.shapeworld.world import vocabulary
-    from ospo.tiny import build_tiny_janus
+    from ospo.shapeworld import checkpoint_path
+    from ospo.shapeworld.pretrain import dev_evaluate
 
-    model, processor = build_tiny_janus(spec or shapeworld_spec(), vocabulary(), seed=0)
-    model.generation_config.guidance_scale = 3.0
-    model.config.ospo_code_painter = "shapeworld"
+    adapter = JanusAdapter.from_pretrained(str(checkpoint_path()), batch_size=64)  # pretraining's adapter batch
     start = time.perf_counter()
-    dev_evaluate(JanusAdapter(model, processor, name="timing", batch_size=64), PretrainConfig())
+    dev_evaluate(adapter, PretrainConfig())
     return time.perf_counter() - start
 
 
 def estimate(recipe_name: str, steps: int, spec=None, evaluation_seconds: float | None = None) -> list[dict]:
-    """One row per (stage, phase) and one per stage's evaluations, each with its predicted minutes."""
+    """One row per (stage, phase) and one per stage's evaluations, each with its predicted minutes. `spec` (a
+    smaller model, for tests) applies to the timed steps; evaluations are timed on the shipped checkpoint unless
+    `evaluation_seconds` is given."""
     from ospo.shapeworld.recipe import load_recipe
 
     recipe = load_recipe(recipe_name)
@@ -108,7 +104,7 @@ def estimate(recipe_name: str, steps: int, spec=None, evaluation_seconds: float 
         k = evaluations(cfg)
         if k:
             if evaluation_seconds is None:
-                evaluation_seconds = time_evaluation(spec)
+                evaluation_seconds = time_evaluation()
             rows.append({"stage": stage.name, "phase": "dev evaluation", "steps": k, "s/step": evaluation_seconds,
                          "minutes": k * evaluation_seconds / 60})
     return rows

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 RECIPES = ("ospo-v1", "ospo-v2", "ospo-v3", "dpo", "sft-only", "simpo-best-of-n")
@@ -55,10 +56,8 @@ def trained_on(run: Path, records) -> dict[str, int]:
     from ospo.parsing import prompt_key
 
     written = {prompt_key(r.text) for r in read_jsonl(run / "prompts" / "records.jsonl")}
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.task] = counts.get(r.task, 0) + (prompt_key(r.prompt) in written)
-    return counts
+    return {task: sum(prompt_key(r.prompt) in written for r in records if r.task == task)
+            for task in dict.fromkeys(r.task for r in records)}
 
 
 def weights_identity(model_path, adapter: str | None) -> dict:
@@ -119,9 +118,7 @@ def main(argv=None) -> None:
                                                                   outputs.get("adapter")))
     if args.split == "geneval-dev":
         records = split_records(args.split, args.num_dev)
-        counts, sizes = trained_on(run, records), {}
-        for r in records:
-            sizes[r.task] = sizes.get(r.task, 0) + 1
+        counts, sizes = trained_on(run, records), Counter(r.task for r in records)
         print("geneval-dev prompts the run wrote as training prompts: " +
               ", ".join(f"{t} {counts[t]}/{n}" for t, n in sizes.items()) + "\n")
     base_results = image_results(results["base"])
