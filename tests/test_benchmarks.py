@@ -381,6 +381,19 @@ def test_recipes_refuses_an_iteration_below_one(tmp_path, capsys):
     assert "--iteration must be >= 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--loop-seeds", "0,0"], "--loop-seeds repeats a seed: 0,0"),
+    (["--loop-seeds", "0,one"], "--loop-seeds takes comma-separated integers, got '0,one'"),
+    (["--set", "seed=3"], "the run seed is set by --loop-seeds"),
+    (["--seeds", "0"], "--seeds must be >= 1, got 0")])
+def test_loop_seeds_refuses_bad_arguments_before_running_anything(tmp_path, capsys, args, message):
+    from benchmarks import loop_seeds
+
+    with pytest.raises(SystemExit):
+        loop_seeds.main(["--out", str(tmp_path / "loops"), *args])
+    assert message in capsys.readouterr().err and not (tmp_path / "loops").exists()
+
+
 def test_the_gpu_benchmark_builds_janus_pro_7b_at_its_published_size():
     """What `benchmarks.efficiency --janus-pro-7b` builds on a GPU is Janus-Pro-7B, checked on the meta device (no
     memory): ~7.4B parameters (14.8 GB in bf16), a 30-layer 4096-wide LM, 576 image tokens from 384 px, 16384

@@ -47,6 +47,23 @@ def test_only_lora_weights_change(fresh, tmp_path):
     assert any(not torch.all(after[k] == 0) for k in lora if "lora_B" in k)  # B starts at zero: it moved
 
 
+def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_update(tiny_dir, tmp_path):
+    trained = {}
+    for on in (False, True):
+        adapter = JanusAdapter.from_pretrained(str(tiny_dir))
+        # the layer's first module: torch's recompute (which stops early once what backward needs is back) runs it
+        norm = adapter.janus.model.language_model.layers[0].input_layernorm
+        calls = []
+        norm.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+        cfg = dataclasses.replace(FAST, steps=2, gradient_checkpointing=on, save_every=0)
+        train(adapter, make_pairs(adapter, 4), cfg, tmp_path / str(on), progress=False)
+        trained[on] = {k: v.clone() for k, v in adapter.model.state_dict().items() if "lora_" in k}
+        # 2 steps x 2 micro-batches: one forward each, and with checkpointing a second one inside backward
+        assert len(calls) == (8 if on else 4), calls
+    assert trained[True].keys() == trained[False].keys()
+    assert all(torch.allclose(trained[True][k], trained[False][k], atol=1e-6) for k in trained[True])
+
+
 def test_overfitting_one_pair_raises_margin_and_reward_accuracy(fresh, tmp_path):
     with torch.no_grad():  # the random tiny head's logits span ~0.1 nats; widen it so the LM can move them
         fresh.janus.model.generation_head.vision_head.weight.mul_(30)

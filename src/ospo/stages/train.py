@@ -187,8 +187,8 @@ def prepare_model(adapter, cfg: TrainConfig, seed: int = 0):
     if not params:
         raise TrainingError(f"no parameter matches train.lora.target_modules {cfg.lora.target_modules!r}")
     if cfg.gradient_checkpointing:
-        adapter.janus.model.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        adapter.janus.model.language_model.activation_checkpointing_enable(  # transformers 5.24's name for it
+            activation_checkpointing_kwargs={"use_reentrant": False})
     return params
 
 
