@@ -3,7 +3,8 @@
 The demo's before/after is one draw of the loop: the prompts the model wrote, the images it drew, hence the pairs
 it kept and the LoRA initialisation all follow the run's `seed`. This script runs the whole loop (stages 1-4, one
 recipe, one iteration) once per loop seed, each in `OUT/loop-<s>/`, from the same base model, and evaluates every
-trained model on the same prompts and evaluation seeds as the base model (evaluated once, `OUT/base-<split>/`).
+trained model on the same prompts and evaluation seeds as the base model (evaluated once, `OUT/base-<split>/`), in
+`OUT/loop-<s>/eval-<split>/<its train folder>/`. `--set train.*` trains other adapters on the same data.
 
     python -m benchmarks.loop_seeds --out runs/loops [--loop-seeds 0,1,2,3] [--split test] [--seeds 2]
 
@@ -77,9 +78,10 @@ def main(argv=None) -> None:
         pairs = ctx.stage(pipeline.stage_dir_name("select", lcfg)).manifest()["counts"]["out"]
         model = JanusAdapter.from_pretrained(outputs.get("model") or model_path, adapter=outputs.get("adapter"),
                                              batch_size=lcfg.model.batch_size)
-        results[s] = evaluate(model, args.split, run / f"eval-{args.split}", args.images_per_prompt, sampling,
-                              seeds, args.num_dev, weights_identity(outputs.get("model") or model_path,
-                                                                     outputs.get("adapter")))
+        # one folder per training setup (as the train stage's own), so other `--set train.*` never overwrite it
+        results[s] = evaluate(model, args.split, run / f"eval-{args.split}" / stage_name(lcfg),
+                              args.images_per_prompt, sampling, seeds, args.num_dev,
+                              weights_identity(outputs.get("model") or model_path, outputs.get("adapter")))
         loops[s] = {"pairs": pairs, "seconds": time.monotonic() - t0}
         print(f"loop seed {s}: {pairs} pairs ({loops[s]['seconds']:.0f} s)", flush=True)
 

@@ -27,8 +27,8 @@ def test_each_loop_seed_runs_its_own_loop_and_the_pooled_row_pools_their_images(
     # two loops of their own: other prompts written, other adapters trained
     texts = [[r.text for r in read_jsonl(out / f"loop-{s}" / "prompts" / "records.jsonl")] for s in (0, 1)]
     assert texts[0] != texts[1]
-    adapters = [json.loads((out / f"loop-{s}" / "eval-dev" / "seed-0" / "results.json").read_text())["weights"]
-                for s in (0, 1)]
+    evals = [next((out / f"loop-{s}" / "eval-dev").glob("train-ospo-v2-*/seed-0/results.json")) for s in (0, 1)]
+    adapters = [json.loads(e.read_text())["weights"] for e in evals]
     assert adapters[0]["adapter"] != adapters[1]["adapter"]
     # the pooled row weighs both loops' images equally (same prompts and counts): its overall is their mean
     pooled = table["pooled (2 loops)"]
@@ -36,5 +36,11 @@ def test_each_loop_seed_runs_its_own_loop_and_the_pooled_row_pools_their_images(
     assert pooled["overall"] == pytest.approx(mean, abs=1e-9)
     assert pooled["pairs"] == table["loop seed 0"]["pairs"] + table["loop seed 1"]["pairs"]
     # a rerun computes nothing again: the same table from the finished stages and evaluations
+    loop_seeds.main(args)
+    assert json.loads((tmp_path / "t.json").read_text())["table"] == table
+    # other training settings train and evaluate other adapters on the same data, beside the first ones
+    loop_seeds.main([*args, "--set", "train.steps=1"])
+    assert len(list((out / "loop-0" / "eval-dev").glob("train-ospo-v2-*/seed-0/results.json"))) == 2
+    assert next((out / "loop-0").glob("prompts/records.jsonl")).read_text().count("\n") == len(texts[0])
     loop_seeds.main(args)
     assert json.loads((tmp_path / "t.json").read_text())["table"] == table
