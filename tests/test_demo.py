@@ -32,7 +32,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert max(v for k, v in again["seconds"].items() if not k.startswith("eval")) < 5.0
     # other training settings train another adapter: its evaluation is made afresh, never the last one's reused
     assert main(["demo", "--out", str(out), "--limit", "2", "--images-per-prompt", "1", *SMALL,
-                 "--set", "train.epochs=1"]) == 0
+                 "--set", "train.steps=1"]) == 0
     third = json.loads((out / "demo.json").read_text())
     assert third["outputs"]["adapter"] != info["outputs"]["adapter"]
     trained = json.loads((out / "eval" / "ospo-v2" / "results.json").read_text())
@@ -43,7 +43,7 @@ def test_demo_iterations_train_again_on_data_the_first_iterations_model_drew(tmp
     from ospo import pipeline
 
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--limit", "1", "--images-per-prompt", "1", *SMALL, "--set", "train.epochs=1"]
+    args = ["demo", "--out", str(out), "--limit", "1", "--images-per-prompt", "1", *SMALL, "--set", "train.steps=1"]
     assert main([*args, "--iterations", "2"]) == 0
     assert "| task | base | ospo-v2-iter-2 | difference (paired) |" in capsys.readouterr().out
     info = json.loads((out / "demo.json").read_text())

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (checkpoint_path() / "model.safetensors").exists(),
                                  reason="the ShapeWorld checkpoint is not in this checkout")]
 SMALL = ["--set", "prompts.counts={object1: 2, object2: 3, color1: 3, color2: 4, texture1: 3, texture2: 4, "
-                  "spatial: 4, numeracy1: 3, numeracy2: 4, complex: 4}", "--set", "train.epochs=1"]
+                  "spatial: 4, numeracy1: 3, numeracy2: 4, complex: 4}", "--set", "train.steps=2"]
 
 
 def test_each_loop_seed_runs_its_own_loop_and_the_pooled_row_pools_their_images(tmp_path, capsys):
