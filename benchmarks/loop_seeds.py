@@ -86,9 +86,8 @@ def main(argv=None) -> None:
         print(f"loop seed {s}: {pairs} pairs ({loops[s]['seconds']:.0f} s)", flush=True)
 
     base_images = image_results(results["base"])
-    pooled = [i for s in loop_seeds for i in image_results(results[s])]
     rows = [(f"loop seed {s}", loops[s]["pairs"], image_results(results[s])) for s in loop_seeds]
-    rows.append((f"pooled ({len(loop_seeds)} loops)", sum(v["pairs"] for v in loops.values()), pooled))
+    rows.append((f"pooled ({len(loop_seeds)} loops)", sum(r[1] for r in rows), [i for r in rows for i in r[2]]))
     summary = summarize(base_images)
     tasks = list(summary.tasks)
     print(f"\nShapeWorld-GenEval ({args.split} split), recipe {cfg.recipe}, one iteration per loop seed; "
