@@ -8,8 +8,8 @@ the weight matmuls and of attention only (norms, RoPE, softmax, sampling and the
     H = weights of the generation head (proj_out + vision_head), A = of the generation aligner (code -> LM width)
 
 (a) image generation, batched with KV cache and CFG (`JanusAdapter.generate_image_tokens`): R = 2B rows for B
-    images ([cond; uncond]), prompt padded to P tokens, N image tokens. Prefill runs P tokens per row, then N-1
-    decode steps of one token each, the head runs N times per row, the aligner embeds N-1 sampled codes:
+    images ([cond; uncond]), prompt padded to P tokens, N image tokens. Prefill processes P tokens per row, then N-1
+    decode steps of one token each, the head is applied N times per row, the aligner embeds N-1 sampled codes:
 
         FLOP = R [ 2W (P + N - 1) + 2H N + 2A (N - 1) + 2 L d P (P + 1) + 4 L d sum_{t=1}^{N-1} (P + t) ]
 

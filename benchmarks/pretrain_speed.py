@@ -1,6 +1,6 @@
 """How long `ospo shapeworld pretrain` (a recipe's whole chain) will take on this machine, before running it.
 
-Every stage of the recipe runs a few steps of each of its phases (vq, vision, align, mix, find, text, lm) with the
+Every stage of the recipe runs a few steps of each of its phases (vq, vision, align, find, text, lm) with the
 stage's own batch sizes, threads and bf16 setting, in a scratch folder; the time between consecutive steps of a
 phase (its first step left out: it pays for setup) gives seconds per step, and the recipe's step counts turn that
 into minutes. The mixture's dev-split evaluations (`eval_every`) are timed once on the shipped checkpoint and
@@ -28,9 +28,8 @@ from ospo.shapeworld.pretrain import PretrainConfig, native_bf16
 
 def phase_steps(cfg: PretrainConfig) -> dict[str, int]:
     """The steps each phase of `cfg` runs (phases with none left out), in the order `pretrain` runs them."""
-    split = cfg.find_at_lm_step
     steps = {"vq": (cfg.vq_stop_at or cfg.vq_steps), "vision": cfg.vision_steps, "align": cfg.align_steps,
-             "mix": split, "find": cfg.find_steps, "text": cfg.text_steps, "lm": cfg.lm_steps - split}
+             "find": cfg.find_steps, "text": cfg.text_steps, "lm": cfg.lm_steps}
     return {phase: n for phase, n in steps.items() if n > 0}
 
 
@@ -39,20 +38,19 @@ def evaluations(cfg: PretrainConfig) -> int:
     last step (as `train_lm` does; none with `eval_every` 0)."""
     if not cfg.eval_every or not cfg.lm_steps:
         return 0
-    at = {s for s in range(cfg.find_at_lm_step + 1, cfg.lm_steps + 1)
+    at = {s for s in range(1, cfg.lm_steps + 1)
           if s % cfg.eval_every == 0 and s % cfg.checkpoint_every == 0}
     return len(at | {cfg.lm_steps})
 
 
 def short(cfg: PretrainConfig, steps: int) -> PretrainConfig:
-    """`cfg` with `steps` steps in each of its phases (2 * steps of mixture when the find and text phases split
-    it), from fresh weights, no evaluations and no checkpoint before a phase's end."""
+    """`cfg` with `steps` steps in each of its phases, from fresh weights, no evaluations and no checkpoint before a
+    phase's end."""
     n = phase_steps(cfg)
     return replace(cfg, init_from="", vq_steps=steps if "vq" in n else 0, vq_stop_at=0,
                    vision_steps=steps if "vision" in n else 0, align_steps=steps if "align" in n else 0,
                    find_steps=steps if "find" in n else 0, text_steps=steps if "text" in n else 0,
-                   find_at_lm_step=steps if "mix" in n else 0,
-                   lm_steps=(2 * steps if "mix" in n else steps) if "lm" in n else 0,
+                   lm_steps=steps if "lm" in n else 0,
                    eval_every=0, checkpoint_every=10 ** 9)
 
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ospo.errors import InputError, OspoError
-from ospo.shapeworld.pretrain import PretrainConfig, assemble, config_fields, pretrain, shapeworld_spec
+from ospo.shapeworld.pretrain import PretrainConfig, assemble, config_fields, pretrain, saved_config, shapeworld_spec
 from ospo.shapeworld.recipe import load_recipe, recipe_names, run_recipe, stage_dir
 
 TINY = dict(vq_batch=2, vision_steps=1, vision_batch=2, batch_t2i=3, batch_vqa=2, batch_text=2, checkpoint_every=1,
@@ -23,10 +23,10 @@ stages:
   - name: lm
     set: {vq_steps: 0, lm_steps: 2, vision_steps: 1, vision_batch: 2, batch_t2i: 3, batch_vqa: 2, batch_text: 2,
           checkpoint_every: 1, eval_every: 0, warmup_steps: 1, lr: 1e-3}
-  - name: S
+  - name: joined
     assemble: {vq: vq, rest: lm}
-  - name: A
-    set: {init_from: S, vq_steps: 0, lm_steps: 2, vision_steps: 0, text_steps: 2, text_batch: 2, batch_t2i: 3,
+  - name: text
+    set: {init_from: joined, vq_steps: 0, lm_steps: 2, vision_steps: 0, text_steps: 2, text_batch: 2, batch_t2i: 3,
           batch_vqa: 2, batch_text: 2, checkpoint_every: 1, eval_every: 0, warmup_steps: 1}
 """
 
@@ -58,15 +58,15 @@ def test_a_recipe_is_its_stages_run_by_hand_and_resumes_after_a_crash(tmp_path, 
     pretrain(hand / "vq", PretrainConfig(vq_steps=4, vq_stop_at=2, lm_steps=0, vision_steps=0, vq_batch=2,
                                          checkpoint_every=1, eval_every=0), spec=spec)
     pretrain(hand / "lm", PretrainConfig(vq_steps=0, lm_steps=2, lr=1e-3, **TINY), spec=spec)
-    assemble(hand / "vq" / "model.safetensors", hand / "lm" / "model.safetensors", hand / "S", {}, spec=spec)
-    pretrain(hand / "A", replace(PretrainConfig(vq_steps=0, lm_steps=2, text_steps=2, text_batch=2, **TINY),
-                                 vision_steps=0, init_from=str(hand / "S")), spec=spec)
+    assemble(hand / "vq" / "model.safetensors", hand / "lm" / "model.safetensors", hand / "joined", {}, spec=spec)
+    pretrain(hand / "text", replace(PretrainConfig(vq_steps=0, lm_steps=2, text_steps=2, text_batch=2, **TINY),
+                                 vision_steps=0, init_from=str(hand / "joined")), spec=spec)
 
     recipe = load_recipe(str(recipe_file))
     out = tmp_path / "out"
 
     def crash(stage, phase, step, total, metrics):
-        if stage == "A" and phase == "text" and step == 2:
+        if stage == "text" and phase == "text" and step == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -74,16 +74,16 @@ def test_a_recipe_is_its_stages_run_by_hand_and_resumes_after_a_crash(tmp_path, 
     assert not (out / "model.safetensors").exists()
     seen = []
     info = run_recipe(out, recipe, progress=lambda stage, phase, *_: seen.append((stage, phase)), spec=spec)
-    assert set(seen) == {("A", "text"), ("A", "lm")}  # finished stages are not redone
-    assert _same(_weights(out), _weights(hand / "A"))
-    assert _same(_weights(stage_dir(out, "S")), _weights(hand / "S"))
+    assert set(seen) == {("text", "text"), ("text", "lm")}  # finished stages are not redone
+    assert _same(_weights(out), _weights(hand / "text"))
+    assert _same(_weights(stage_dir(out, "joined")), _weights(hand / "joined"))
     vq = _weights(stage_dir(out, "vq"))
     assert [json.loads(r)["step"] for r in (stage_dir(out, "vq") / "pretrain_log.jsonl").read_text().splitlines()] \
         == [1, 2]  # vq_stop_at: two steps of a four-step schedule
     assert _same({k: v for k, v in vq.items() if k.startswith("model.vqmodel.")},
                  {k: v for k, v in _weights(out).items() if k.startswith("model.vqmodel.")})
-    assert list(info["stages"]) == ["vq", "lm", "S", "A"] and info["recipe_yaml"] == RECIPE
-    assert info["final"] == info["stages"]["A"]["final"]
+    assert list(info["stages"]) == ["vq", "lm", "joined", "text"] and info["recipe_yaml"] == RECIPE
+    assert info["final"] == info["stages"]["text"]["final"]
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     # a finished recipe run again changes nothing
     before = (out / "model.safetensors").read_bytes()
@@ -110,16 +110,18 @@ def test_the_shipped_recipe_loads_and_names_the_chain_that_made_the_checkpoint()
 
     assert "shipped" in recipe_names()
     recipe = load_recipe("shipped")
-    assert [s.name for s in recipe.stages] == ["vq", "lm", "S", "A", "D", "E", "F", "G"]
-    assert recipe.stages[2].assemble == ("vq", "lm")
+    assert [s.name for s in recipe.stages] == ["vq-decoder", "mixture", "assembled", "align-to-words", "find-shapes",
+                                               "bind-colours", "find-many-objects", "perturbations"]
+    assert recipe.stages[2].assemble == ("vq-decoder", "mixture")
     # the last stage is the shipped checkpoint's own last command (read back from its pretrain.json)
     shipped = json.loads(importlib.resources.files("ospo.shapeworld").joinpath("checkpoint", "pretrain.json")
                          .read_text())["last_command"]["pretrain_config"]
     last = PretrainConfig(**{**recipe.stages[-1].fields, "init_from": shipped["init_from"]})
+    shipped = saved_config(shipped)
     # bf16: the chain ran with bf16 autocast (on CPUs that run it natively); the recipe leaves it to "auto", which
     # chooses the same there and fp32 where bf16 would be emulated
-    assert PretrainConfig(**shipped).bf16 == "true" and last.bf16 == "auto"
-    assert replace(last, bf16="true") == PretrainConfig(**shipped)
+    assert shipped.bf16 == "true" and last.bf16 == "auto"
+    assert replace(last, bf16="true") == shipped
     for stage in recipe.stages:
         if not stage.assemble:
             PretrainConfig(**stage.fields)  # every stage is a valid config
@@ -172,23 +174,23 @@ def test_a_changed_stage_is_refused_and_its_work_kept(tmp_path, recipe_file):
     spec = small_spec()
     out = tmp_path / "out"
     run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
-    before = (stage_dir(out, "A") / "model.safetensors").read_bytes()
+    before = (stage_dir(out, "text") / "model.safetensors").read_bytes()
     changed = tmp_path / "changed.yaml"
     changed.write_text(RECIPE.replace("text_steps: 2", "text_steps: 3"))
-    with pytest.raises(OspoError, match="stage A .* ran with other settings.*'set'.*delete .*stages/A to redo"):
+    with pytest.raises(OspoError, match="stage text .* ran with other settings.*'set'.*delete .*stages/text to redo"):
         run_recipe(out, load_recipe(str(changed)), spec=spec)
-    assert (stage_dir(out, "A") / "model.safetensors").read_bytes() == before
+    assert (stage_dir(out, "text") / "model.safetensors").read_bytes() == before
     with pytest.raises(OspoError, match="stage vq .*'seed': {'ran': 0, 'now': 1}"):
         run_recipe(out, load_recipe(str(recipe_file)), seed=1, spec=spec)
     # an earlier stage redone with other weights: the stages built on it are not silently reused
-    weights = load_file(str(stage_dir(out, "S") / "model.safetensors"))
+    weights = load_file(str(stage_dir(out, "joined") / "model.safetensors"))
     from safetensors.torch import save_file
 
     save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()},
-              str(stage_dir(out, "S") / "model.safetensors"))
-    with pytest.raises(OspoError, match="stage A .*'inputs'.*delete .*stages/A to redo"):
+              str(stage_dir(out, "joined") / "model.safetensors"))
+    with pytest.raises(OspoError, match="stage text .*'inputs'.*delete .*stages/text to redo"):
         run_recipe(out, load_recipe(str(recipe_file)), spec=spec)
-    assert (stage_dir(out, "A") / "model.safetensors").read_bytes() == before
+    assert (stage_dir(out, "text") / "model.safetensors").read_bytes() == before
 
 
 def test_a_crash_while_copying_the_result_leaves_no_complete_looking_folder(tmp_path, recipe_file, monkeypatch):
@@ -259,10 +261,13 @@ def test_the_shipped_recipe_is_the_commands_the_checkpoint_says_made_it():
     commands = [c for line in made for c in re.findall(r"`(ospo shapeworld pretrain [^`]*)`", line)]
     stages = {s.name: s for s in load_recipe("shipped").stages}
     assert len(commands) == len([s for s in stages.values() if not s.assemble]) == 7
-    for command, name in zip(commands, ["vq", "lm", "A", "D", "E", "F", "G"]):
+    names = ["vq-decoder", "mixture", "align-to-words", "find-shapes", "bind-colours", "find-many-objects",
+             "perturbations"]
+    for command, name in zip(commands, names):
         args = build_parser().parse_args(shlex.split(command)[1:])
         fields = dict(stages[name].fields)
-        if name == "vq":
+        assert args.out == name  # each command ran into a folder named after its stage
+        if name == "vq-decoder":
             assert fields.pop("vq_stop_at") == 1600 and fields.pop("vision_steps") == 0
         ran = _pretrain_config(args)
         assert PretrainConfig(**{**fields, "init_from": ran.init_from}) == ran, name

@@ -125,7 +125,7 @@ def test_a_checkpoint_flagged_as_code_painter_decodes_exactly(tmp_path):
     from ospo.tiny import build_tiny_janus
 
     model, processor = build_tiny_janus(small_spec(), vocabulary(), seed=0)
-    model.config.ospo_code_painter = "shapeworld"
+    model.config.ospo_code_decoder = "shapeworld"
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     adapter = JanusAdapter.from_pretrained(str(tmp_path))
@@ -178,28 +178,12 @@ def test_factor_head_folds_into_a_plain_linear_that_loads(tmp_path):
     assert torch.allclose(loaded.model.generation_head(hidden), before, atol=1e-6)
 
 
-def test_describe_examples_name_every_object_of_the_image_in_reading_order():
-    from ospo.shapeworld import mixture, oracle
-    from ospo.shapeworld.world import vocabulary
-
-    rng = np.random.default_rng(4)
-    words = set(vocabulary())
-    for _ in range(50):
-        example = mixture.sample_describe(rng)
-        scene = oracle.read_scene(example.image)
-        assert example.answer == mixture.describe_scene(scene)
-        assert example.answer.count(" in the ") == len(scene.objects)
-        assert set(example.answer.split()) <= words and set(example.question.split()) <= words
-    assert all(mixture.sample_describe(rng, 1).answer.count(" in the ") == 1 for _ in range(20))
+ALIGNED = replace(SMALL, align_steps=2, freeze_vision=True, find_steps=2, find_batch=2, find_curriculum_steps=2,
+                  vqa_curriculum_copies=4, text_steps=2, text_batch=2)
 
 
-ALIGNED = replace(SMALL, align_steps=2, freeze_vision=True, batch_describe=2, describe_curriculum_steps=2,
-                  find_steps=2, find_batch=2, find_curriculum_steps=2, vqa_curriculum_copies=4, text_steps=2,
-                  text_batch=2)
-
-
-def test_aligner_find_and_text_phases_and_describe_rows_train_and_resume_exactly(tmp_path):
-    """The aligner, find and text phases and the describe rows are part of the resumable state; a frozen vision
+def test_aligner_find_and_text_phases_train_and_resume_exactly(tmp_path):
+    """The aligner, find and text phases are part of the resumable state; a frozen vision
     tower stays bit-identical through the find, text and LM phases, the aligner through the find and text
     phases."""
     from safetensors.torch import load_file
@@ -207,7 +191,6 @@ def test_aligner_find_and_text_phases_and_describe_rows_train_and_resume_exactly
     pretrain(tmp_path / "a", ALIGNED, spec=small_spec())
     rows = [json.loads(line) for line in (tmp_path / "a" / "pretrain_log.jsonl").read_text().splitlines()]
     assert list(dict.fromkeys(r["phase"] for r in rows)) == ["vq", "vision", "align", "find", "text", "lm"]
-    assert all("describe" in r for r in rows if r["phase"] == "lm")
 
     for crash_phase in ("align", "find", "text", "lm"):
         def crash(phase, step, total, metrics):
@@ -255,91 +238,6 @@ def test_aligner_find_and_text_phases_and_describe_rows_train_and_resume_exactly
     assert not all(torch.equal(before_lm[k], a[k]) for k in aligner)  # ... and the LM phase trains the aligner again
 
 
-def test_find_and_text_phases_can_split_the_mixture_and_resume_exactly(tmp_path):
-    """`find_at_lm_step`: mixture steps [0, N) ("mix"), then find and text, then the mixture goes on with the
-    optimizer state and lr schedule it had; with nothing in between it is the unsplit mixture bit for bit."""
-    from safetensors.torch import load_file
-
-    from ospo.errors import InputError
-
-    plain = replace(SMALL, lm_steps=4)
-    pretrain(tmp_path / "plain", plain, spec=small_spec())
-    pretrain(tmp_path / "split0", replace(plain, find_at_lm_step=2), spec=small_spec())
-    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "split0"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = [json.loads(line) for line in (tmp_path / "split0" / "pretrain_log.jsonl").read_text().splitlines()]
-    plain_rows = [json.loads(line) for line in (tmp_path / "plain" / "pretrain_log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["lr"]) for r in rows if r["phase"] in ("mix", "lm")] == \
-        [(r["step"], r["lr"]) for r in plain_rows if r["phase"] == "lm"]
-
-    split = replace(plain, find_at_lm_step=2, find_steps=2, find_batch=2, text_steps=2, text_batch=2)
-    pretrain(tmp_path / "split", split, spec=small_spec())
-    rows = [json.loads(line) for line in (tmp_path / "split" / "pretrain_log.jsonl").read_text().splitlines()]
-    assert list(dict.fromkeys(r["phase"] for r in rows)) == ["vq", "vision", "mix", "find", "text", "lm"]
-    assert [r["step"] for r in rows if r["phase"] == "mix"] == [1, 2]
-    assert [r["step"] for r in rows if r["phase"] == "lm"] == [3, 4]
-    done = load_file(tmp_path / "split" / "model.safetensors")
-    for crash_phase in ("mix", "find", "text", "lm"):
-        def crash(phase, step, total, metrics):
-            # after a saved step of the phase; text: before any (the mixture then resumes from "mix"'s optimizer)
-            if phase == crash_phase and step == {"mix": 2, "find": 2, "text": 1, "lm": 4}[phase]:
-                raise KeyboardInterrupt
-
-        out = tmp_path / f"crash-{crash_phase}"
-        with pytest.raises(KeyboardInterrupt):
-            pretrain(out, split, progress=crash, spec=small_spec())
-        pretrain(out, split, spec=small_spec())
-        again = load_file(out / "model.safetensors")
-        assert all(torch.equal(done[k], again[k]) for k in done), crash_phase
-        assert (out / "pretrain_log.jsonl").read_text() == (tmp_path / "split" / "pretrain_log.jsonl").read_text()
-    with pytest.raises(InputError, match="find_at_lm_step"):
-        replace(plain, find_at_lm_step=4)
-
-
-def test_rewarm_gives_the_mixture_after_the_phases_a_schedule_of_its_own():
-    from ospo.errors import InputError
-    from ospo.shapeworld.pretrain import _lr
-
-    base = replace(SMALL, lm_steps=100, warmup_steps=10, lr=1.0, find_at_lm_step=60)
-    re = replace(base, rewarm=True)
-    assert [_lr(re, s) for s in range(60)] == [_lr(base, s) for s in range(60)]  # the same until the split
-    assert _lr(base, 60) < 0.5 and _lr(re, 60) == pytest.approx(0.1)  # tail of the first cosine vs a new warm-up
-    assert _lr(re, 69) == pytest.approx(1.0) and _lr(re, 99) == pytest.approx(0.1, abs=0.01)
-    assert max(_lr(re, s) for s in range(60, 100)) == pytest.approx(1.0)
-    assert all(_lr(re, s) >= _lr(re, s + 1) for s in range(69, 99))  # cosine decay after the second warm-up
-    with pytest.raises(InputError, match="rewarm"):
-        replace(SMALL, rewarm=True)
-
-
-def test_fresh_optimizer_restarts_adamw_after_the_phases_and_resumes_exactly(tmp_path):
-    from safetensors.torch import load_file
-
-    from ospo.errors import InputError
-
-    plain = replace(SMALL, lm_steps=4, find_at_lm_step=2)
-    fresh = replace(plain, fresh_optimizer=True)
-    pretrain(tmp_path / "kept", plain, spec=small_spec())
-    pretrain(tmp_path / "fresh", fresh, spec=small_spec())
-    kept, new = (load_file(tmp_path / d / "model.safetensors") for d in ("kept", "fresh"))
-    assert not all(torch.equal(kept[k], new[k]) for k in kept)  # the same steps, other optimizer moments
-    log = lambda d: [json.loads(r) for r in (tmp_path / d / "pretrain_log.jsonl").read_text().splitlines()]
-    assert [r for r in log("kept") if r["phase"] != "lm"] == [r for r in log("fresh") if r["phase"] != "lm"]
-
-    def crash(phase, step, total, metrics):
-        if phase == "lm" and step == 4:  # step 3, the first past the split, is saved with its optimizer state
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(tmp_path / "crash", fresh, progress=crash, spec=small_spec())
-    state = next(p.parent for p in (tmp_path / "crash").rglob("position.json"))
-    assert (state / "optimizer-lm.pt").exists()  # the resume below continues that state, not a new one
-    pretrain(tmp_path / "crash", fresh, spec=small_spec())
-    again = load_file(tmp_path / "crash" / "model.safetensors")
-    assert all(torch.equal(new[k], again[k]) for k in new)
-    with pytest.raises(InputError, match="fresh_optimizer"):
-        replace(SMALL, fresh_optimizer=True)
-
-
 def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
     from ospo.errors import InputError
     from ospo.shapeworld import mixture
@@ -355,58 +253,6 @@ def test_text_rows_are_of_the_asked_tasks_and_bad_task_names_are_refused():
         replace(SMALL, text_tasks="perturb,rewrite")
     with pytest.raises(ValueError, match="task must be one of"):
         mixture.sample_text(np.random.default_rng(0), task="rewrite")
-
-
-def test_mixture_text_stream_takes_the_asked_tasks_and_leaves_the_other_streams():
-    """mix_text_tasks draws the mixture's text rows from the named tasks (a task named twice twice as often); the
-    default "" draws every task; the image streams are drawn first, so they do not change."""
-    from ospo.errors import InputError
-
-    cfg = replace(SMALL, batch_text=40)
-    default, perturb = lm_batch(cfg, 1), lm_batch(replace(cfg, mix_text_tasks="perturb"), 1)
-    assert all(" edit : " in e.answer and "result :" in e.answer for e in perturb.text)
-    assert sum(" edit : " in e.answer for e in default.text) < 20  # about a fifth: all five tasks drawn
-    _assert_same_core(default, perturb, text=False)
-    heavy = lm_batch(replace(SMALL, batch_text=400, mix_text_tasks="perturb,perturb,decompose"), 2).text
-    assert 0.55 < np.mean([" edit : " in e.answer for e in heavy]) < 0.78
-    with pytest.raises(InputError, match="mix_text_tasks"):
-        replace(SMALL, mix_text_tasks="perturb,rewrite")
-
-
-def test_describe_curriculum_uses_one_object_scenes_first():
-    from ospo.shapeworld import oracle
-
-    first, later = (lm_batch(replace(ALIGNED, batch_describe=16), step).describe for step in (1, 2))
-    assert all(len(oracle.read_scene(e.image).objects) == 1 for e in first)
-    assert any(len(oracle.read_scene(e.image).objects) > 1 for e in later)
-    plain, with_describe = lm_batch(SMALL, 1), lm_batch(replace(SMALL, batch_describe=2), 1)
-    assert not plain.describe
-    _assert_same_core(plain, with_describe)  # runs without describe rows keep their batches
-
-
-def test_mixture_find_rows_are_their_own_stream_of_the_asked_kinds_and_logged(tmp_path):
-    """batch_mix_find adds find-phase rows (relation questions, say) to every mixture step, drawn after the other
-    streams (turning them on leaves those as they were), trained and logged as the "find" loss."""
-    from ospo.errors import InputError
-
-    cfg = replace(SMALL, batch_mix_find=6, mix_find_kinds="line~0")
-    plain, with_find = lm_batch(SMALL, 1), lm_batch(cfg, 1)
-    assert not plain.find and len(with_find.find) == 6
-    assert all(" left of " in e.question and e.answer in ("yes", "no") for e in with_find.find)
-    _assert_same_core(plain, with_find)
-    pretrain(tmp_path / "m", replace(cfg, lm_steps=2, checkpoint_every=1), spec=small_spec())
-    rows = [json.loads(line) for line in (tmp_path / "m" / "pretrain_log.jsonl").read_text().splitlines()]
-    assert all(r["find"] > 0 for r in rows if r["phase"] == "lm") and any(r["phase"] == "lm" for r in rows)
-    with pytest.raises(InputError, match="mix_find_kinds"):
-        replace(SMALL, mix_find_kinds="relation+left")
-
-
-def _assert_same_core(a, b, text: bool = True):
-    assert [e.prompt for e in a.t2i] == [e.prompt for e in b.t2i]
-    assert [e.question for e in a.vqa] == [e.question for e in b.vqa]
-    if text:
-        assert [e.answer for e in a.text] == [e.answer for e in b.text]
-        assert np.array_equal(a.uncond, b.uncond)
 
 
 def test_find_rows_ask_about_one_replicated_object_with_exact_answers():
@@ -550,19 +396,6 @@ def test_vqa_curriculum_shrinks_copies_to_one_and_leaves_runs_without_it_unchang
 
 
 
-def test_vqa_balanced_draws_form_balanced_questions_after_the_same_text_to_image_rows():
-    from ospo.shapeworld import mixture
-
-    cfg = replace(SMALL, batch_vqa=12, vqa_balanced=True)
-    plain, balanced = lm_batch(replace(SMALL, batch_vqa=12), 3), lm_batch(cfg, 3)
-    assert [e.prompt for e in plain.t2i] == [e.prompt for e in balanced.t2i]  # drawn before the VQA rows
-    assert [e.question for e in plain.vqa] != [e.question for e in balanced.vqa]
-    rng = np.random.default_rng([cfg.seed, 2, 3])
-    for _ in range(cfg.batch_t2i):
-        mixture.sample_t2i(rng)
-    again = [mixture.sample_vqa(rng, balanced=True) for _ in range(cfg.batch_vqa)]
-    assert [e.question for e in again] == [e.question for e in balanced.vqa]
-
 def test_word_targets_sum_the_embeddings_of_each_cells_words():
     from ospo.shapeworld.pretrain import cell_labels, word_targets
     from ospo.tiny import build_tiny_janus
@@ -591,38 +424,8 @@ def test_aligner_words_target_trains_and_a_bad_target_is_refused(tmp_path):
     pretrain(tmp_path / "c", replace(cfg, align_target="cells"), spec=small_spec())
     w, c = load_file(tmp_path / "w" / "model.safetensors"), load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(w[k], c[k]) for k in w if k.startswith("model.aligner."))
-    with pytest.raises(InputError, match="align_target takes cells, words or words\\+position"):
+    with pytest.raises(InputError, match="align_target takes cells or words"):
         replace(cfg, align_target="pixels")
-    placed = pretrain(tmp_path / "p", replace(cfg, align_target="words+position"), spec=small_spec())
-    placed_first = pretrain(tmp_path / "p1", replace(cfg, align_target="words+position", align_steps=1),
-                            spec=small_spec())
-    assert placed["vision"]["align_rel_mse"] < 0.7 * placed_first["vision"]["align_rel_mse"]  # 0.55 vs 1.0 here
-    p = load_file(tmp_path / "p" / "model.safetensors")
-    assert not all(torch.equal(w[k], p[k]) for k in w if k.startswith("model.aligner."))
-
-
-def test_align_vision_trains_the_tower_with_the_aligner_and_without_it_the_tower_is_untouched(tmp_path):
-    from transformers import JanusForConditionalGeneration
-
-    from ospo.shapeworld.pretrain import train_aligner
-    from ospo.shapeworld.world import vocabulary
-    from ospo.tiny import build_tiny_janus
-
-    model, processor = build_tiny_janus(small_spec(), vocabulary())
-    model.save_pretrained(tmp_path / "m")
-    tower = {k: v.clone() for k, v in model.model.vision_model.state_dict().items()}
-    cfg = replace(SMALL, align_steps=30, align_target="words+position")
-    losses = {}
-    for align_vision in (False, True):
-        loaded = JanusForConditionalGeneration.from_pretrained(tmp_path / "m")
-        losses[align_vision] = train_aligner(loaded, processor, replace(cfg, align_vision=align_vision),
-                                             tmp_path / f"state{align_vision}")["align_rel_mse"]
-        after = loaded.model.vision_model.state_dict()
-        changed = [k for k in tower if not torch.equal(tower[k], after[k])]
-        assert bool(changed) == align_vision, changed
-    # the tower can keep the cell's place, which the aligner alone cannot make up (0.0094 vs 0.39 on the shipped
-    # model at 300 steps: benchmarks.vqa_probe --tokens realign+position [--align-vision])
-    assert losses[True] < losses[False], losses
 
 
 def test_skewed_relation_and_line_questions_ask_the_asked_share_of_reverse_words_and_are_exact():
@@ -671,18 +474,6 @@ def test_skewed_relation_and_line_questions_ask_the_asked_share_of_reverse_words
         mixture.sample_find(np.random.default_rng(0), 1, "shape~1")
     cfg = replace(SMALL, find_steps=4, find_stages="relation~0,relation", find_batch=8)
     assert all(any(w in e.question for w in ("left of", "above")) for e in find_rows(cfg, 0))
-
-
-def test_the_words_and_position_target_is_the_word_sum_plus_each_cells_own_code():
-    from ospo.shapeworld.pretrain import aligned_tokens, cell_position_code
-
-    words = torch.randn(3, 4, 2, 2, 16)
-    labels = torch.tensor([[[1, 2, 1, 0]] * 64])  # (1, 64, 4): the same contents in every cell
-    plain, placed = aligned_tokens(words, labels), aligned_tokens(words, labels, 1.0)
-    assert torch.equal(plain[0, 0], words[1, 2, 1, 0]) and torch.equal(plain[0, 0], plain[0, 63])
-    code = cell_position_code(16)
-    assert torch.allclose(placed - plain, (code * words.norm(dim=-1).mean())[None], atol=1e-6)
-    assert len({tuple(row.tolist()) for row in code}) == 64 and torch.allclose(code.norm(dim=-1), torch.ones(64))
 
 
 def test_the_aligner_phase_reinitialises_an_aligner_loaded_with_from_pretrained(tmp_path):
@@ -738,3 +529,17 @@ def test_every_phase_step_stops_on_a_non_finite_loss_before_touching_the_weights
     with pytest.raises(OspoError, match="loss became nan in the align phase at step 7"):
         _optimizer_step(opt, (w * float("nan")).sum(), "align", 7)
     assert torch.equal(w.detach(), before)
+
+
+def test_a_saved_config_with_removed_options_at_their_off_value_loads_and_any_other_value_is_named():
+    from dataclasses import asdict
+
+    from ospo.errors import InputError
+    from ospo.shapeworld.pretrain import REMOVED_FIELDS, saved_config
+
+    old = {**asdict(SMALL), **REMOVED_FIELDS}  # a config written before the options were removed
+    assert saved_config(old) == SMALL
+    with pytest.raises(InputError, match="removed pretraining option\\(s\\) \\['rewarm'\\].*notebook-2026-12-07"):
+        saved_config({**old, "rewarm": True})
+    with pytest.raises(TypeError):
+        saved_config({**old, "no_such_field": 1})

@@ -147,11 +147,12 @@ def load_model(args):
     import torch
 
     from ospo.model import JanusAdapter
+    from ospo.registry import resolve_model_path
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    return JanusAdapter.from_pretrained(args.model, dtype=dtype, device=device, adapter=args.adapter,
-                                        batch_size=args.batch_size)
+    return JanusAdapter.from_pretrained(resolve_model_path(args.model), dtype=dtype, device=device,
+                                        adapter=args.adapter, batch_size=args.batch_size)
 
 
 def cmd_generate(args) -> None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ospo.errors import InputError, ModelLoadError
 from ospo.sampling import (ImageSampling, TextSampling, cfg_mix, draw_image_tokens, draw_uniforms,
@@ -34,6 +33,8 @@ log = logging.getLogger(__name__)
 
 VQA_ROWS = 128  # questions per self-VQA forward: the demo's score stage on the shipped model took 76 s at 128, 103 s
 # at 512 and 121 s with no bound at 128 images a batch (benchmarks/README.md); it also bounds memory at scale
+
+DEFAULT_CFG_SCALE = 5.0  # Janus-Pro's published sampling protocol
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -158,8 +159,44 @@ class JanusAdapter:
         return cls(model.to(device), processor, name=path, batch_size=batch_size)
 
     def save_pretrained(self, out_dir: str | Path) -> None:
+        """The model as it is (a PEFT model saves its adapter) and the processor, loadable with `--model`."""
         self.model.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
+
+    def save_full_model(self, out_dir: str | Path) -> None:
+        """The whole Janus below any PEFT wrapper, and the processor: a checkpoint `--model` loads."""
+        self.janus.save_pretrained(out_dir)
+        self.processor.save_pretrained(out_dir)
+
+    @property
+    def default_cfg_scale(self) -> float:
+        """The guidance scale a checkpoint samples at unless told otherwise: its generation config's
+        `guidance_scale`, else DEFAULT_CFG_SCALE (the published Janus-Pro protocol)."""
+        return float(self.janus.generation_config.guidance_scale or DEFAULT_CFG_SCALE)
+
+    @functools.cached_property
+    def code_decoder(self):
+        """The decoder the checkpoint's config names (`ospo_code_decoder`), or None for the VQ decoder."""
+        config = self.janus.config
+        # `ospo_code_painter` is the key of checkpoints pretrained before the decoder registry
+        name = getattr(config, "ospo_code_decoder", None) or getattr(config, "ospo_code_painter", None)
+        if not name:
+            return None
+        from ospo.registry import code_decoder
+
+        return code_decoder(name)
+
+    # ---------------------------------------------------------------- what training needs
+    LANGUAGE_MODEL_PREFIX = "language_model."  # parameter names of the LM: full fine-tuning trains these alone
+
+    def is_language_model_parameter(self, name: str) -> bool:
+        """Whether `name` (of `self.model.named_parameters()`) belongs to the language model."""
+        return f".{self.LANGUAGE_MODEL_PREFIX}" in f".{name}"
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recomputes the language model's layers in the backward pass (same update, less memory)."""
+        self.janus.model.language_model.activation_checkpointing_enable(  # transformers 5.24's name for it
+            activation_checkpointing_kwargs={"use_reentrant": False})
 
     @property
     def device(self) -> torch.device:
@@ -241,7 +278,9 @@ class JanusAdapter:
         return preallocated_cache(self.janus.config, capacity) if self.preallocate_cache else None
 
     # ---------------------------------------------------------------- image generation
-    def _image_prompt_ids(self, prompts, branch="cond"):
+    def image_prompt_ids(self, prompts: Sequence[str], branch: str = "cond") -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) of the text-to-image prompts, left-padded, ending in <begin_of_image>; `branch`
+        "uncond" gives the unconditional CFG rows (`uncond_ids`)."""
         enc = self._tokenize([self.format_prompt(p, "image") for p in prompts])
         ids = enc["input_ids"]
         if branch == "uncond":
@@ -267,7 +306,7 @@ class JanusAdapter:
 
     def _generate_image_batch(self, prompts, seeds, sampling):
         janus = self.janus
-        ids, mask = self._image_prompt_ids(prompts)
+        ids, mask = self.image_prompt_ids(prompts)
         B, N = len(prompts), self.num_image_tokens
         guided = sampling.cfg_scale != 1
         if guided:
@@ -313,7 +352,7 @@ class JanusAdapter:
     @torch.no_grad()
     def decode_images(self, codes: torch.Tensor) -> list:
         """(B, N) codes -> B RGB PIL images. Janus-Pro pixels are normalised with mean = std = 0.5. A checkpoint whose
-        config sets `ospo_code_painter: "shapeworld"` paints its by-construction codes exactly instead."""
+        config names a code decoder (`ospo_code_decoder`, see ospo.registry) is decoded by it instead."""
         from PIL import Image
 
         codes = torch.as_tensor(codes, dtype=torch.long)
@@ -321,12 +360,9 @@ class JanusAdapter:
             raise InputError(f"codes must have shape (B, {self.num_image_tokens}), got {tuple(codes.shape)}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise InputError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
-        if getattr(self.janus.config, "ospo_code_painter", None) == "shapeworld":
-            # ShapeWorld's codes are defined by construction (one per cell content), so decoding is an exact lookup;
-            # the checkpoint's learned VQ decoder is not accurate enough after CPU training (see README)
-            from ospo.shapeworld.codes import paint_codes
-
-            return [Image.fromarray(paint_codes(row)) for row in codes.cpu().numpy()]
+        decoder = self.code_decoder
+        if decoder is not None:  # codes defined by construction decode exactly, without the learned VQ decoder
+            return [Image.fromarray(decoder(row)) for row in codes.cpu().numpy()]
         images = []
         for i in range(0, len(codes), self.batch_size):
             pixels = self.janus.decode_image_tokens(codes[i:i + self.batch_size].to(self.device))  # (b, H, W, 3)
@@ -359,7 +395,7 @@ class JanusAdapter:
         codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)
         if not len(prompts) or len(prompts) != len(codes):
             raise InputError(f"need one code row per prompt, got {len(prompts)} prompts and {len(codes)} rows")
-        ids, mask = self._image_prompt_ids(list(prompts), branch)
+        ids, mask = self.image_prompt_ids(list(prompts), branch)
         return self.teacher_forced_logps(ids, mask, codes, cfg_scale)
 
     def teacher_forced_logps(self, ids: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor,
@@ -664,3 +700,7 @@ def _attach_adapter(model, adapter: str):
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(e).__name__)
         raise ModelLoadError(f"adapter '{adapter}' does not fit this base model: {detail}") from None
+
+
+# kept while callers move to the public name
+JanusAdapter._image_prompt_ids = JanusAdapter.image_prompt_ids

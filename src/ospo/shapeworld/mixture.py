@@ -102,7 +102,7 @@ def sample_t2i_packed(rng: np.random.Generator) -> T2IExample:
     the caption is as easy as in a text task, and the next ones from the glyph just drawn. Trained on
     randomly placed scenes alone, the tiny model learns where objects go and how many, but for
     hundreds of steps not which glyph the caption asks for (its glyph distribution does not depend
-    on the caption at all; `python -m benchmarks.t2i_learning --model DIR` measures it).
+    on the caption at all; docs/experiments/pretraining.md).
     """
     spec = sample_spec(rng, _choice(rng, _PACKABLE))
     background = _choice(rng, BACKGROUNDS)
@@ -132,8 +132,7 @@ def replicate(scene: Scene, copies: int, rng: np.random.Generator) -> Scene:
     """`scene` with every object drawn in `copies` cells (fewer when the board runs out: at most 64 objects).
 
     A curriculum for finding an object: a tiny LM learns to compare a question with what fills many cells long
-    before it learns to find the one cell of 64 that holds it (`python -m benchmarks.vqa_probe`, table in
-    docs/shapeworld-model.md). Answers stay exact: `sample_vqa` draws and checks its question on the replicated
+    before it learns to find the one cell of 64 that holds it (docs/experiments/finding-objects.md). Answers stay exact: `sample_vqa` draws and checks its question on the replicated
     scene."""
     if copies <= 1 or not scene.objects:
         return scene
@@ -245,7 +244,7 @@ def balanced_question(scene: Scene, spec: Spec | None, yes: bool, rng: np.random
     form (`_same_form_variant`) is false; the answer "no" asks that variant. Yes and no then come from the same
     forms with the same probabilities. `_question` (the default mixture's) lets a blind judge score about 0.61 on
     held-out renders (shape-only "exists" questions are true 80% of the time, with a colour 34%:
-    docs/shapeworld-model.md)."""
+    docs/experiments/judge.md)."""
     for _ in range(50):
         base = _base_question(scene, spec, rng)
         if base is None or not truth(base, scene):
@@ -316,8 +315,8 @@ def find_example(rng: np.random.Generator, copies: int = 1, questions: str = "sh
     "color" a shape and its colour ("is there a red circle ?"; a "no" is mostly the right shape in another
     colour); with "all" the questions are `sample_vqa`'s (colours, textures, regions, background). A tiny LM learns this task
     alone in a few hundred steps with the replication curriculum and not inside the full mixture
-    (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md); `pretrain`'s find phase (`find_steps`) trains on
-    it (after a mixture stage it matches the probe: run D there).
+    (docs/experiments/finding-objects.md); `pretrain`'s find phase (`find_steps`) trains on it, and after a
+    mixture stage it learns it as the probe did.
     """
     if questions not in YES_NO_FIND_QUESTIONS:
         raise ValueError(f"questions must be one of {YES_NO_FIND_QUESTIONS}, got {questions!r} (naming "
@@ -356,8 +355,7 @@ def naming_example(rng: np.random.Generator, copies: int = 1, objects: int = 1,
 
     An open question, not a yes/no one: its answer carries the found cell's colour to the answer position in
     one step. Yes/no questions about a shape's colour need two things at once (fetch the colour, compare it
-    with the question's) and were not learned; after naming they were (`python -m benchmarks.vqa_probe
-    --questions color --name-steps 300`, docs/shapeworld-model.md)."""
+    with the question's) and are not learned; after naming they are (docs/experiments/finding-objects.md)."""
     scene = random_scene(rng, 1) if objects <= 1 else distinct_shapes_scene(rng, 1, objects)
     thing, attribute = pick(rng, scene.objects), pick(rng, attributes)
     scene = replicate(scene, copies, rng)
@@ -372,12 +370,9 @@ def position_example(rng: np.random.Generator, questions: str) -> tuple[Scene, s
     the <shape> ?" about two of 2-4 objects, "yes" or "no" with a fair coin (a "no" names a relation that does not
     hold, the reverse of a true one when there is one). The held-out renders' relation questions stay at chance
     after the find stages about shapes and colours (the shipped model: 0.553 on 600 of them, each relation
-    0.52-0.57). Naming a found object's position first was meant as the step that made colour questions
-    learnable. It did not work as a continuation of the shipped model (`find_stages=where,relation+where`, 600
-    steps: naming loss 0.81 -> 0.60, relation questions 0.52 after; docs/shapeworld-model.md, run R1), nor in
-    `benchmarks.vqa_probe` with exact tokens, with or without a code of each cell's position in them. Why
-    (`benchmarks.relation_probe`): the fair coin between a relation and its reverse makes the answer an XOR of
-    places and relation word, and the image tokens carry no place to compare."""
+    0.52-0.57), and naming a found object's position first does not change that (docs/experiments/relations.md):
+    the fair coin between a relation and its reverse makes the answer an XOR of places and relation word, and the
+    image tokens carry no place to compare."""
     if "~" in questions:
         share = relation_share(questions)
         return (skewed_relation_example(rng, share) if questions.startswith("relation~")
@@ -424,9 +419,8 @@ def relation_share(kind: str) -> float:
 def left_right_example(rng: np.random.Generator, p_right: float = 0.5) -> tuple[Scene, str, str]:
     """The easiest relation: two objects of distinct shapes on one row, "is the <shape> left of (right of, with
     probability `p_right`) the <shape> ?"; "yes" or "no" by the placement, even odds. The find kind "line~P".
-    On the shipped model, re-aligned with `align_vision` towards "words+position", "left of" alone went from
-    chance to 0.88 in 900 LM steps (`benchmarks.vqa_probe --tokens realign+position --align-vision --questions
-    left-of`), while "relation~0" (two of 2-4 objects anywhere) stayed at chance for 1000 find steps."""
+    It is learnable from tokens that keep each cell's place, while "relation~0" (two of 2-4 objects anywhere)
+    stays at chance (docs/experiments/relations.md)."""
     shapes = rng.choice(SHAPES, size=2, replace=False)
     row, cols = int(rng.integers(GRID)), rng.choice(GRID, size=2, replace=False)
     objs = tuple(Obj(str(s), str(rng.choice(list(COLORS))), str(rng.choice(list(TEXTURES))), row, int(c))
@@ -446,11 +440,9 @@ def skewed_relation_example(rng: np.random.Generator, reverse_share: float) -> t
     Why: with a fair coin between a relation and its reverse (position_example's "relation"), nothing the model
     reads alone predicts the answer (an XOR of the objects' places and the relation word) and the LM stays on a
     constant. One direction alone has a first-order signal (an object in the leftmost column is left of every
-    other one). `benchmarks.relation_probe` (two objects on one row, exact tokens): "left of" alone learned by step
-    600, then a fifth of "right of" taught both within 150 steps, held under a fair coin after; a fair coin from
-    the start stayed at chance for 900 steps. Anywhere, this kind alone is too hard a first step
-    ("relation~0,relation~0.2,relation": chance for 1000 find steps, run H); after lines it is learned in part
-    ("line~0,line~0.2,relation~0.2+line~0.2,relation+line~0.5": 0.61-0.66, run H3, docs/shapeworld-model.md)."""
+    other one): on two objects of one row "left of" alone is learned first, then a fifth of "right of" teaches
+    both; anywhere, this kind alone is too hard a first step, and after lines it is learned in part
+    (docs/experiments/relations.md)."""
     relation = _choice(rng, REVERSE_RELATIONS if _coin(rng, reverse_share) else FORWARD_RELATIONS)
     yes = _coin(rng)
     while True:  # P(relation holds) is about 1/2 for two random distinct cells: a few draws at most
@@ -492,25 +484,6 @@ def sample_find(rng: np.random.Generator, copies: int = 1, questions: str = "sha
     templates = templates or tasks.shapeworld_templates()
     scene, question, yes = find_example(rng, copies, questions)
     return VQAExample(render(scene), spaced(templates.vqa(question_text(question))), "yes" if yes else "no")
-
-
-DESCRIBE_INSTRUCTION = "list objects :"
-
-
-def describe_scene(scene: Scene) -> str:
-    """Every object of `scene` in reading order, each fully named with its region: "on a gray background , a
-    solid red circle in the upper left , a hollow blue square in the center"."""
-    objects = sorted(scene.objects, key=lambda o: (o.row, o.col))
-    parts = [f"a {o.texture} {o.color} {o.shape} in the {region_of(o.row, o.col)}" for o in objects]
-    return spaced(f"on a {scene.background} background, " + ", ".join(parts))
-
-
-def sample_describe(rng: np.random.Generator, max_objects: int = MAX_RANDOM_OBJECTS) -> VQAExample:
-    """An understanding task with many supervised tokens per image: a rendered random scene and its full
-    description (`describe_scene`). A yes/no answer carries one bit per image; naming every object teaches the
-    language model to read each cell's patch, which yes/no questions then build on."""
-    scene = random_scene(rng, max_objects)
-    return VQAExample(render(scene), DESCRIBE_INSTRUCTION, describe_scene(scene))
 
 
 # ------------------------------------------------------------------------------------------------ text tasks

@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +73,9 @@ class PretrainConfig:
     vision_lr: float = 3e-3
     bf16: str = "auto"  # bfloat16 autocast for forward passes (weights and optimizer stay fp32): "true", "false" or
     # "auto" = where the CPU runs bf16 matmuls natively (`native_bf16`: AVX512-class x86, Arm with BF16). The shipped
-    # checkpoint was made with bf16 on (the default then). On an AVX2-only CPU bf16 is emulated, ~10x slower than
-    # fp32 (docs/shapeworld-model.md, session 12). A new run records what "auto" chose in its saved config; a resumed
-    # run keeps it
+    # checkpoint was made with bf16 on. On an AVX2-only CPU bf16 is emulated, ~10x slower than fp32
+    # (docs/experiments/pretraining.md). A new run records what "auto" chose in its saved config; a resumed run
+    # keeps it
     t2i_weight: float = 1.0  # weight of the (token-mean) text-to-image loss in the mixture's sum
     t2i_packed_steps: int = 0  # curriculum: the first N LM steps draw text-to-image examples packed into the first cells
     factor_head: bool = False  # generation head's output layer = per-code weights + shared (shape, colour, texture,
@@ -84,34 +84,18 @@ class PretrainConfig:
     align_steps: int = 0  # aligner phase after the vision phase: fresh aligner trained so that its (RMS-normalised)
     # image tokens separate cell contents linearly (temporary heads, vision tower frozen); 0 = skip
     align_target: str = "cells"  # "cells": linear cell classification; "words": each image token regresses onto the
-    # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets;
-    # "words+position": that sum plus a code of the cell's row and column (cell_position_code): on exact tokens the
-    # LM learned "left of" with the code and not in 900 steps without it (benchmarks.relation_probe)
-    align_vision: bool = False  # the align phase trains the vision tower too (else frozen). The vision phase's
-    # cell classification, the same task in every cell, leaves no place in the tower's output (column 0.11, row 0.14,
-    # chance 0.125: benchmarks.hidden_probe), so "words+position" cannot be fitted by the aligner alone
+    # sum of the LM's own input embeddings of its cell's words (shape, colour, texture, background), see word_targets
     freeze_vision: bool = False  # keep the vision tower of the vision phase fixed during the LM mixture
     freeze_aligner: bool = False  # keep the aligner of the align phase fixed during the LM mixture (the mixture
-    # otherwise pulls it away from its target: benchmarks.vqa_probe --freeze-aligner, docs/shapeworld-model.md)
-    batch_describe: int = 0  # image -> full description of every object (mixture.sample_describe) rows a step
-    describe_curriculum_steps: int = 0  # the first N LM steps describe one-object scenes only
-    batch_mix_find: int = 0  # find-phase rows (mixture.sample_find, kinds drawn uniformly from `mix_find_kinds`)
-    # added to every LM mixture step as a stream of their own ("find"): 400 mixture steps without them took a find
-    # phase's relation skill (two objects on one row 0.90 / 0.96) back to chance (0.51 / 0.49)
-    mix_find_kinds: str = "relation+line~0.5"  # "+"-joined find kinds
+    # otherwise pulls it away from its target: docs/experiments/finding-objects.md)
     vqa_curriculum_steps: int = 0  # the first N LM steps draw VQA scenes with each object in several cells
     # (mixture.replicate), from `vqa_curriculum_copies` copies down to 1 linearly; 0 = off
     vqa_curriculum_copies: int = 32
-    vqa_balanced: bool = False  # VQA questions drawn with mixture.balanced_question: "yes" and "no" equally likely
-    # for every question form, so the answer cannot be guessed from the question. The default mixture's questions
-    # let a blind judge score about 0.61 on held-out renders, and the shipped model answers shape-only "is there a ..."
-    # questions "yes" whatever the image shows (docs/shapeworld-model.md)
     find_steps: int = 0  # find phase between the align and LM phases: the LM alone (vision tower and aligner frozen)
     # on yes/no questions about one-object scenes (mixture.sample_find: shape-only "is there a <shape> ?" and
-    # background; relation and count questions too while the object is replicated). The probe's version of this
-    # task, followed by the mixture, taught the model to find a glyph; so does this phase when the LM has first
-    # read the aligned tokens through a mixture stage (init_from such a run), not right after the align phase
-    # (docs/shapeworld-model.md, runs B, C, D). 0 = skip
+    # background; relation and count questions too while the object is replicated). It teaches the model to find
+    # a glyph when the LM has first read the aligned tokens through a mixture stage (init_from such a run), not
+    # right after the align phase (docs/experiments/finding-objects.md). 0 = skip
     find_batch: int = 24
     find_curriculum_steps: int = 0  # the first N find steps draw the object in several cells, from
     # `vqa_curriculum_copies` copies (shared with the VQA curriculum) down to 1 linearly; 0 = one copy throughout.
@@ -123,27 +107,10 @@ class PretrainConfig:
     # (mixture.left_right_example, mixture.skewed_relation_example)
     text_steps: int = 0  # text phase between the find and LM phases: the LM alone on text tasks (no image),
     # `text_batch` rows a step of the tasks in `text_tasks` (comma-separated mixture.TEXT_TASKS, drawn uniformly).
-    # 600 steps of perturbations, then 300 mixture steps, took valid perturbations from 0.43 to 0.66 (run G in
-    # docs/shapeworld-model.md; by the measure of then, which left out the hardest prompts). 0 = skip
+    # The shipped recipe's last stage trains 600 steps of perturbations, then 300 mixture steps
+    # (docs/experiments/perturbations.md). 0 = skip
     text_batch: int = 32
-    text_tasks: str = "perturb"  # a task named twice is drawn twice as often (also in mix_text_tasks)
-    mix_text_tasks: str = ""  # the LM mixture's text stream (`batch_text` rows): "" = each row's task drawn
-    # uniformly from mixture.TEXT_TASKS (the default stream, unchanged), else comma-separated tasks as `text_tasks`.
-    # After G's text phase, 300 mixture steps with the default stream (a fifth of 32 rows perturbations) left valid
-    # perturbations at 0.506; a longer text phase alone cost the image skills (run T2); run M1 (G, then 1000 text
-    # steps and 250 mixture steps with three sevenths of 64 rows perturbations) reached 0.704 and improved every
-    # other target measure too (docs/shapeworld-model.md, session 17; not shipped: OSPO makes it worse)
-    find_at_lm_step: int = 0  # 0: the find and text phases run before the LM mixture; N > 0: the mixture stops
-    # after its step N for them (logged as phase "mix"), then continues to `lm_steps` with the same optimizer and
-    # lr schedule. The find phase needs an LM that has read the image tokens through a mixture first (runs C and
-    # D in docs/shapeworld-model.md): this puts that in one command.
-    rewarm: bool = False  # with find_at_lm_step: the mixture's steps after the phases get a schedule of their own
-    # (warm-up to `lr`, cosine to 10%), a recovery stage at full lr like each continuation of the shipped model's
-    # chain had; without it they run at the first schedule's tail. Neither reproduced the chain (runs H and H' in
-    # docs/shapeworld-model.md)
-    fresh_optimizer: bool = False  # with find_at_lm_step: the mixture after the phases starts a new AdamW (as every
-    # command of the chain did) instead of the moments it had before them (run H' resumed those: its first 100 steps
-    # after the phases averaged grad norm 85 against 42 without rewarm)
+    text_tasks: str = "perturb"  # a task named twice is drawn twice as often
 
     def __post_init__(self):
         from ospo.errors import InputError
@@ -153,26 +120,14 @@ class PretrainConfig:
             object.__setattr__(self, "bf16", str(self.bf16).lower())
         if self.bf16 not in CHOICES["bf16"]:
             raise InputError(f"bf16 takes {_one_of('bf16')}, not {self.bf16!r}")
-        for name, stages in (("find_stages", self.find_stages.split(",")), ("mix_find_kinds", [self.mix_find_kinds])):
-            bad = [k for stage in stages for k in stage.split("+") if not is_find_kind(k)]
-            if bad or not all(stages):
-                raise InputError(f"{name}: unknown question kind(s) {bad} in {getattr(self, name)!r}; use "
-                                 f"'+'-joined kinds from {FIND_QUESTIONS} or 'relation~P' / 'line~P' (P: the share "
-                                 "of reverse relation words, 0 to 1)" + (", stages comma-separated" if
-                                                                          name == "find_stages" else ""))
-        task_lists = [("text_tasks", self.text_tasks)]
-        if self.mix_text_tasks:  # "" is the mixture's default stream
-            task_lists.append(("mix_text_tasks", self.mix_text_tasks))
-        for name, value in task_lists:
-            if any(t not in TEXT_TASKS for t in value.split(",")):  # "".split(",") == [""]: refused too
-                raise InputError(f"{name}: {value!r} is not a comma-separated list of {TEXT_TASKS}")
-        if self.find_at_lm_step and not 0 < self.find_at_lm_step < self.lm_steps:
-            raise InputError(f"find_at_lm_step must be 0 or between 1 and lm_steps - 1 ({self.lm_steps - 1}), got "
-                             f"{self.find_at_lm_step}")
-        if self.rewarm and not self.find_at_lm_step:
-            raise InputError("rewarm restarts the lr schedule after the find and text phases; it needs find_at_lm_step")
-        if self.fresh_optimizer and not self.find_at_lm_step:
-            raise InputError("fresh_optimizer restarts AdamW after the find and text phases; it needs find_at_lm_step")
+        stages = self.find_stages.split(",")
+        bad = [k for stage in stages for k in stage.split("+") if not is_find_kind(k)]
+        if bad or not all(stages):
+            raise InputError(f"find_stages: unknown question kind(s) {bad} in {self.find_stages!r}; use '+'-joined "
+                             f"kinds from {FIND_QUESTIONS} or 'relation~P' / 'line~P' (P: the share of reverse "
+                             "relation words, 0 to 1), stages comma-separated")
+        if any(t not in TEXT_TASKS for t in self.text_tasks.split(",")):  # "".split(",") == [""]: refused too
+            raise InputError(f"text_tasks: {self.text_tasks!r} is not a comma-separated list of {TEXT_TASKS}")
         if not 0 <= self.vq_stop_at <= self.vq_steps:
             raise InputError(f"vq_stop_at must be 0 or between 1 and vq_steps ({self.vq_steps}), got {self.vq_stop_at}")
         if self.align_target not in CHOICES["align_target"]:
@@ -181,7 +136,7 @@ class PretrainConfig:
 
 CHOICES = {  # string fields with a fixed set of values (YAML true/false accepted)
     "bf16": ("auto", "true", "false"),
-    "align_target": ("cells", "words", "words+position"),
+    "align_target": ("cells", "words"),
 }
 
 
@@ -484,42 +439,13 @@ def _cell_heads(width: int, gen: torch.Generator) -> torch.nn.ModuleList:
     return heads
 
 
-def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
-    """(grid * grid, width) unit vectors saying each cell's row (first half) and column (second half) with
-    sinusoids of several periods, row-major like the image tokens."""
-    half = width // 2
-    freqs = torch.pi / grid * torch.arange(1, half // 2 + 1, dtype=torch.float32) / (half // 4)
-    cells = torch.arange(grid * grid)
-
-    def axis(values):
-        angles = values[:, None].float() * freqs[None]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-    code = torch.cat([axis(cells // grid), axis(cells % grid)], dim=-1)
-    code = F.pad(code, (0, width - code.shape[-1]))
-    return code / code.norm(dim=-1, keepdim=True)
-
-
-def aligned_tokens(words: torch.Tensor, labels: torch.Tensor, position_scale: float = 0.0) -> torch.Tensor:
-    """(B, cells, width) the "words" target of cells with `cell_labels` rows `labels` (B, cells, 4): the sums of
-    their word embeddings (`word_targets` table `words`), plus `cell_position_code` times `position_scale` times
-    the sums' mean norm (0: no code; "words+position" uses 1)."""
-    goal = words[labels.unbind(-1)]
-    if position_scale:
-        grid = math.isqrt(labels.shape[1])
-        goal = goal + cell_position_code(words.shape[-1], grid) * words.norm(dim=-1).mean() * position_scale
-    return goal
-
-
 def word_targets(model, tokenizer) -> torch.Tensor:
     """(shapes+1, colours+1, textures+1, backgrounds, width) table of the aligner's "words" target: the sum of the
     LM's input embeddings (frozen copy) of a cell's shape, colour, texture and background words, the pad token's
     embedding standing in for the words of an empty cell. Indexed by `cell_labels` rows.
 
     Why: a question's words and the image tokens of the cell they describe then start out close in the LM's own
-    input space. With exact tokens of this kind the LM still needed the replication curriculum to answer
-    "is there a <shape> ?" about one object; an aligner trained towards them did not get there in 400 steps
-    (`python -m benchmarks.vqa_probe`, docs/shapeworld-model.md)."""
+    input space (docs/experiments/finding-objects.md)."""
     from ospo.shapeworld.world import BACKGROUNDS, COLORS, SHAPES, TEXTURES
 
     emb = model.get_input_embeddings().weight.detach().float().clone()
@@ -538,15 +464,11 @@ def word_targets(model, tokenizer) -> torch.Tensor:
 
 
 def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progress=None) -> dict:
-    """Re-initialises the aligner and trains it (the vision tower too with `cfg.align_vision`) towards
-    `cfg.align_target`: "cells", image tokens that separate cell contents linearly *after the LM's RMS
-    normalisation*; "words", image tokens close to
-    `word_targets`; "words+position", close to those plus a code of the cell's place (`aligned_tokens`). Trained
-    through the LM mixture alone, the aligner of the first shipped models collapsed: image tokens ~200x the norm of
-    text embeddings and dominated by one shared direction, a linear probe reading shape from them at 0.28 (chance
-    0.2), and the LM never learned to read an image (a one-object description stayed at chance for 150 steps; after
-    this phase it starts to fall within 100). Throw-away probes, numbers in docs/shapeworld-model.md. Deterministic,
-    redone on resume."""
+    """Re-initialises the aligner and trains it, the vision tower frozen, towards `cfg.align_target`: "cells", image
+    tokens that separate cell contents linearly *after the LM's RMS normalisation*; "words", image tokens close to
+    `word_targets`. Trained through the LM mixture alone, the aligner collapses: image tokens far larger than text
+    embeddings and dominated by one shared direction, and the LM never learns to read an image
+    (docs/experiments/finding-objects.md). Deterministic, redone on resume."""
     if not cfg.align_steps:
         return {}
     if _load_state(state_dir, "align", model, None) >= cfg.align_steps:
@@ -557,22 +479,19 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
         if isinstance(module, torch.nn.Linear):
             _reinit(model, module)
     heads = _cell_heads(model.config.text_config.hidden_size, torch.Generator().manual_seed(cfg.seed + 1))
-    words = word_targets(model, processor.tokenizer) if cfg.align_target in ("words", "words+position") else None
+    words = word_targets(model, processor.tokenizer) if cfg.align_target == "words" else None
     metric = "align_rel_mse" if words is not None else "align_ce"
-    opt = torch.optim.AdamW(list(aligner.parameters()) + ([] if words is not None else list(heads.parameters()))
-                            + (list(vision.parameters()) if cfg.align_vision else []), lr=cfg.vision_lr,
-                            weight_decay=0.0)
+    opt = torch.optim.AdamW(list(aligner.parameters()) + ([] if words is not None else list(heads.parameters())),
+                            lr=cfg.vision_lr, weight_decay=0.0)
     vision.eval()  # no dropout either way
-    if cfg.align_vision:
-        vision.requires_grad_(True)
     loss = torch.tensor(0.0)
     for step in range(cfg.align_steps):
         pixels, target = _cell_batch(processor, cfg, 4, step)
-        with torch.set_grad_enabled(cfg.align_vision), _autocast(cfg):
+        with torch.no_grad(), _autocast(cfg):
             features = vision(pixel_values=pixels).last_hidden_state
         tokens = aligner(features.float())
         if words is not None:
-            goal = aligned_tokens(words, target, float(cfg.align_target == "words+position"))  # (B, cells, width)
+            goal = words[target.unbind(-1)]  # (B, cells, width): the sums of each cell's word embeddings
             loss = (tokens - goal).pow(2).mean() / goal.pow(2).mean()  # relative squared error
         else:
             tokens = tokens * torch.rsqrt(tokens.pow(2).mean(-1, keepdim=True) + 1e-6)  # what the LM's first norm sees
@@ -580,8 +499,6 @@ def train_aligner(model, processor, cfg: PretrainConfig, state_dir: Path, progre
         _optimizer_step(opt, loss, "align", step)
         if progress:
             progress(step + 1, cfg.align_steps, {metric: loss.item()})
-    if cfg.align_vision:
-        vision.zero_grad(set_to_none=True)  # later phases choose their own trainable parameters (lm_parameters)
     metrics = {metric: float(loss.item())}
     _log(state_dir, {"phase": "align", "step": cfg.align_steps, **metrics})
     _save_state(state_dir, "align", cfg.align_steps, model, None, metrics)
@@ -630,9 +547,8 @@ def fold_factor_head(model) -> None:
 
 def init_generation_head(model, bias: float = 3.0) -> None:
     """proj_out = identity with a bias that puts GELU in its near-linear range, so the head starts as a linear map
-    of the LM's last hidden state. In throw-away probes (fresh model, text-to-image only, one fully specified
-    object at cell 0; not kept) the default small-init GELU head made no progress in 150 steps where a plain
-    Linear head learned the glyph; `benchmarks.t2i_learning` is the kept, still inconclusive, comparison."""
+    of the LM's last hidden state: from a small-init GELU head a fresh model makes no progress on text-to-image
+    where a plain Linear head learns the glyph (docs/experiments/pretraining.md)."""
     proj = model.model.generation_head.proj_out
     if proj.in_features != proj.out_features:
         return
@@ -643,13 +559,10 @@ def init_generation_head(model, bias: float = 3.0) -> None:
 
 # ------------------------------------------------------------------------------------------------ LM mixture
 def _lr(cfg: PretrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak, over the mixture's steps; with `rewarm`, the steps
-    from `find_at_lm_step` on follow a second such schedule of their own."""
-    start = cfg.find_at_lm_step if cfg.rewarm and step >= cfg.find_at_lm_step else 0
-    step, steps = step - start, cfg.lm_steps - start
+    """Linear warm-up, then cosine decay to 10% of the peak, over the mixture's steps."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.lm_steps - cfg.warmup_steps)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -725,51 +638,34 @@ def find_rows(cfg: PretrainConfig, step: int) -> list:
 
 @dataclass(frozen=True)
 class LMBatch:
-    """The mixture examples of one LM step; `describe` and `find` are empty unless `batch_describe` /
-    `batch_mix_find` > 0."""
+    """The mixture examples of one LM step."""
 
     t2i: list
     vqa: list
     text: list
     uncond: np.ndarray  # (batch_t2i,) bool: rows trained as the unconditional CFG branch
-    describe: list = field(default_factory=list)
-    find: list = field(default_factory=list)
 
 
 def lm_batch(cfg: PretrainConfig, step: int, stream: int = 2) -> LMBatch:
-    """The mixture examples of one step, drawn from a generator seeded with (seed, stream, step).
-
-    Optional streams are drawn after the others, so that turning one on leaves the others' examples unchanged."""
+    """The mixture examples of one step, drawn from a generator seeded with (seed, stream, step)."""
     from ospo.shapeworld import mixture
 
     rng = np.random.default_rng([cfg.seed, stream, step])
     t2i = mixture.sample_t2i_packed if step < cfg.t2i_packed_steps else mixture.sample_t2i
     t2i_rows = [t2i(rng) for _ in range(cfg.batch_t2i)]
-    vqa = [mixture.sample_vqa(rng, copies=vqa_copies(cfg, step), balanced=cfg.vqa_balanced)
-           for _ in range(cfg.batch_vqa)]
-    mix_tasks = cfg.mix_text_tasks.split(",") if cfg.mix_text_tasks else None
-    text = [mixture.sample_text(rng, task=mixture.pick(rng, mix_tasks) if mix_tasks else None)
-            for _ in range(cfg.batch_text)]
+    vqa = [mixture.sample_vqa(rng, copies=vqa_copies(cfg, step)) for _ in range(cfg.batch_vqa)]
+    text = [mixture.sample_text(rng) for _ in range(cfg.batch_text)]
     uncond = rng.random(cfg.batch_t2i) < cfg.p_uncond
-    max_objects = 1 if step < cfg.describe_curriculum_steps else mixture.MAX_RANDOM_OBJECTS
-    describe = [mixture.sample_describe(rng, max_objects) for _ in range(cfg.batch_describe)]
-    kinds = cfg.mix_find_kinds.split("+")
-    find = [mixture.sample_find(rng, 1, mixture.pick(rng, kinds)) for _ in range(cfg.batch_mix_find)]
-    return LMBatch(t2i_rows, vqa, text, uncond, describe, find)
+    return LMBatch(t2i_rows, vqa, text, uncond)
 
 
 def lm_step_loss(adapter, batch: LMBatch) -> dict[str, torch.Tensor]:
-    """One loss per stream of `batch` (describe and find only when they have rows)."""
+    """One loss per stream of `batch`."""
     codes = torch.from_numpy(np.stack([e.codes for e in batch.t2i]))
-    losses = {"t2i": t2i_loss(adapter, [e.prompt for e in batch.t2i], codes, torch.from_numpy(batch.uncond)),
-              "vqa": answer_loss(adapter, [e.question for e in batch.vqa], [e.answer for e in batch.vqa],
-                                 [e.image for e in batch.vqa]),
-              "text": answer_loss(adapter, [e.instruction for e in batch.text], [e.answer for e in batch.text])}
-    for name, rows in (("describe", batch.describe), ("find", batch.find)):
-        if rows:
-            losses[name] = answer_loss(adapter, [e.question for e in rows], [e.answer for e in rows],
-                                       [e.image for e in rows])
-    return losses
+    return {"t2i": t2i_loss(adapter, [e.prompt for e in batch.t2i], codes, torch.from_numpy(batch.uncond)),
+            "vqa": answer_loss(adapter, [e.question for e in batch.vqa], [e.answer for e in batch.vqa],
+                               [e.image for e in batch.vqa]),
+            "text": answer_loss(adapter, [e.instruction for e in batch.text], [e.answer for e in batch.text])}
 
 
 def lm_parameters(model, freeze_vision: bool = False, freeze_aligner: bool = False) -> list:
@@ -788,7 +684,7 @@ def train_find(adapter, cfg: PretrainConfig, state_dir: Path, progress=None) -> 
     """The find phase (`cfg.find_steps`): the LM alone on `find_rows`; checkpointed every `checkpoint_every` steps
     and resumed exactly.
 
-    It copies `benchmarks.vqa_probe`'s training, the one setting where the LM learned to find a glyph: the vision
+    It copies the research probe's training, the one setting where the LM learned to find a glyph: the vision
     tower and the aligner frozen whatever `cfg.freeze_*` says (trained with the LM, the aligner drifts off the
     tokens it was aligned to and nothing is learned), a constant lr and an optimizer of its own (the LM phase's
     warm-up and decay belong to the mixture)."""
@@ -850,12 +746,9 @@ def _train_rows(adapter, cfg: PretrainConfig, state_dir: Path, phase: str, steps
     return _logged_metrics(state_dir, phase)
 
 
-def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None, phase: str = "lm",
-             first: int = 0, last: int | None = None) -> dict:
-    """The LM mixture's steps [first, last) (default: all of them) as `phase`: "lm", or "mix" for the part before
-    the find and text phases when `cfg.find_at_lm_step` splits it; "lm" then starts at that step from the
-    optimizer state "mix" left (or a new one with `cfg.fresh_optimizer`)."""
-    last = cfg.lm_steps if last is None else last
+def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evaluate=None) -> dict:
+    """The LM mixture's `cfg.lm_steps` steps, checkpointed every `checkpoint_every` steps and resumed exactly."""
+    phase, last = "lm", cfg.lm_steps
     model = adapter.janus
     params = lm_parameters(model, cfg.freeze_vision, cfg.freeze_aligner)
     decay = [p for p in params if p.ndim >= 2]
@@ -863,10 +756,6 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     start = _load_state(state_dir, phase, model, opt)
-    if start < first:  # the mixture continues after the phases that split it: with its own optimizer state, or
-        if not cfg.fresh_optimizer:  # with a new one
-            opt.load_state_dict(torch.load(state_dir / "optimizer-mix.pt", weights_only=True))
-        start = first
     recent: list[dict] = []
     state_dir.mkdir(parents=True, exist_ok=True)
     _truncate_log(state_dir, phase, start)
@@ -891,8 +780,7 @@ def train_lm(adapter, cfg: PretrainConfig, state_dir: Path, progress=None, evalu
             if evaluate is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.lm_steps):
                 model.eval()
                 metrics = evaluate(adapter)
-            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "describe", "find", "grad_norm")
-                    if k in row}
+            mean = {k: float(np.mean([r[k] for r in recent])) for k in ("t2i", "vqa", "text", "grad_norm")}
             _log(state_dir, {"phase": phase, "step": step + 1, "lr": row["lr"], **mean, **metrics})
             recent = []
             _save_state(state_dir, phase, step + 1, model, opt, {**mean, **metrics})
@@ -924,7 +812,7 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
     if not pos_file.exists():
         return 0
     pos = json.loads(pos_file.read_text())
-    order = ["vq", "vision", "align", "mix", "find", "text", "lm"]
+    order = ["vq", "vision", "align", "find", "text", "lm"]
     if order.index(pos["phase"]) < order.index(phase):
         model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
         return 0
@@ -938,12 +826,31 @@ def _load_state(state_dir: Path, phase: str, model, opt) -> int:
     return 10**9  # this phase finished earlier
 
 
+# Fields that earlier versions of pretraining had, with the value that left them off: a saved config holding
+# that value reads as today's config; any other value names the field (its code is at git tag notebook-2026-12-07).
+REMOVED_FIELDS = {"align_vision": False, "batch_describe": 0, "describe_curriculum_steps": 0, "batch_mix_find": 0,
+                  "mix_find_kinds": "relation+line~0.5", "vqa_balanced": False, "mix_text_tasks": "",
+                  "find_at_lm_step": 0, "rewarm": False, "fresh_optimizer": False}
+
+
+def saved_config(values: dict, where: str = "a saved pretraining config") -> PretrainConfig:
+    """A PretrainConfig from a saved dict, including those written before the fields of REMOVED_FIELDS went."""
+    from ospo.errors import InputError
+
+    kept = {k: v for k, v in values.items() if k not in REMOVED_FIELDS}
+    used = sorted(k for k, v in values.items() if k in REMOVED_FIELDS and v != REMOVED_FIELDS[k])
+    if used:
+        raise InputError(f"{where} uses removed pretraining option(s) {used}; run it with the code at git tag "
+                         "notebook-2026-12-07")
+    return PretrainConfig(**kept)
+
+
 def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
     """The config a resumed run must keep using; a new run writes its own, with `bf16="auto"` resolved on this
     machine (a resumed run asked for "auto" keeps the precision it started with)."""
     path = out_dir / "pretrain-state" / "pretrain_config.json"
     if path.exists():
-        saved = PretrainConfig(**json.loads(path.read_text()))
+        saved = saved_config(json.loads(path.read_text()), str(path))
         if cfg.bf16 == "auto":
             cfg = replace(cfg, bf16=saved.bf16)
         if saved != cfg:
@@ -959,6 +866,7 @@ def load_config(out_dir: Path, cfg: PretrainConfig) -> PretrainConfig:
     atomic_write_text(path, json.dumps(asdict(cfg), indent=1))
     return cfg
 
+
 def assemble(vq_weights: str | Path, lm_weights: str | Path, out_dir: str | Path, provenance: dict,
              spec: TinyJanusSpec | None = None) -> Path:
     """Joins the VQ of one run and everything else of another (the phases are independent, see
@@ -973,7 +881,7 @@ def assemble(vq_weights: str | Path, lm_weights: str | Path, out_dir: str | Path
     vq, lm = load_file(str(vq_weights)), load_file(str(lm_weights))
     state = {k: (vq if k.startswith("model.vqmodel.") else lm)[k] for k in model.state_dict()}
     model.load_state_dict(state)
-    model.config.ospo_code_painter = "shapeworld"
+    model.config.ospo_code_decoder = "shapeworld"
     out = Path(out_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -1014,7 +922,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     cfg = load_config(out, cfg)
     model, processor = build_tiny_janus(spec or shapeworld_spec(), vocabulary(), seed=cfg.seed)
     model.generation_config.guidance_scale = 3.0
-    model.config.ospo_code_painter = "shapeworld"  # decode = exact painting of the by-construction codes
+    model.config.ospo_code_decoder = "shapeworld"  # decode = exact painting of the by-construction codes (ospo.registry)
     reinit_outside_vq(model, cfg.seed)
     init_code_embeddings(model)
     if cfg.init_from:
@@ -1031,14 +939,10 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), progre
     vision_metrics.update(train_aligner(model, processor, cfg, state_dir,
                                         progress and (lambda s, n, m: progress("align", s, n, m))))
     adapter = JanusAdapter(model, processor, name="shapeworld-janus", batch_size=64)
-    split = cfg.find_at_lm_step
-    if split:
-        train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("mix", s, n, m)), phase="mix",
-                 last=split)
     find_metrics = train_find(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("find", s, n, m)))
     text_metrics = train_text(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("text", s, n, m)))
     metrics = train_lm(adapter, cfg, state_dir, progress and (lambda s, n, m: progress("lm", s, n, m)),
-                       evaluate=lambda a: dev_evaluate(a, cfg), first=split)
+                       evaluate=lambda a: dev_evaluate(a, cfg))
     fold_factor_head(model)
     model.save_pretrained(out)
     processor.save_pretrained(out)

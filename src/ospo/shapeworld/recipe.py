@@ -1,16 +1,16 @@
 """Pretraining recipes: a chain of `pretrain` stages run by one command.
 
-The shipped checkpoint was not made by one pretraining run but by a chain: a VQ run, an LM run from scratch, the two
-joined, then five continuations, each starting from the one before (docs/shapeworld-model.md). A recipe writes that
-chain down as data, and `run_recipe` runs it:
+The shipped checkpoint is made by a chain: a VQ run, an LM run from scratch, the two joined, then five
+continuations, each starting from the one before (docs/shapeworld.md). A recipe writes that chain down as data, and
+`run_recipe` runs it:
 
     stages:
-      - name: lm
-        set: {lm_steps: 2400, factor_head: true}     # PretrainConfig fields
-      - name: S
-        assemble: {vq: vq, rest: lm}                 # the VQ of stage vq, everything else of stage lm
-      - name: A
-        set: {init_from: S, lm_steps: 800}           # init_from names an earlier stage
+      - name: mixture
+        set: {lm_steps: 2400, factor_head: true}              # PretrainConfig fields
+      - name: assembled
+        assemble: {vq: vq-decoder, rest: mixture}             # the VQ of one stage, everything else of another
+      - name: align-to-words
+        set: {init_from: assembled, lm_steps: 800}            # init_from names an earlier stage
 
 Each stage runs into OUT/stages/<name>/ as an ordinary pretraining run (resumable, its own log); a finished stage
 is skipped when the command is run again, and a stage whose settings changed since it ran is refused rather than

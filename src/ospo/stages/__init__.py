@@ -92,11 +92,10 @@ class RunContext:
 
 
 def resolve_model_path(path: str) -> str:
-    if path == "shapeworld":
-        from ospo.shapeworld import checkpoint_path
+    """A registered checkpoint name (`ospo.registry`) becomes its directory; other paths are returned as they are."""
+    from ospo.registry import resolve_model_path as resolve
 
-        return str(checkpoint_path())
-    return path
+    return resolve(path)
 
 
 def run_chunked(ctx: RunContext, stage: StageDir, chunks: Sequence[tuple[str, list]],

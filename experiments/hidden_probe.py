@@ -1,6 +1,6 @@
 """Where does the language model lose an object's colour? Linear probes on its hidden states, layer by layer.
 
-    python -m benchmarks.hidden_probe [--model DIR] [--scenes 600] [--json out.json]
+    python -m experiments.hidden_probe [--model DIR] [--scenes 600] [--json out.json]
 
 Asks a ShapeWorld Janus "is there a <colour> <shape> ?" about one-object scenes (the colour and shape of
 the question drawn independently of the object's) and keeps every layer's hidden state at two places: the
@@ -10,7 +10,7 @@ which attributes can be read there: the question's colour and shape at the answe
 read the question), the object's colour and shape at the answer position (it has fetched the object), and
 the object's colour and shape at its cell (the image token still carries them), and the object's column and
 row at its cell, there and in the vision tower's output (whether a token says where it is: relations need
-it, benchmarks.relation_probe). Chance is 0.1 for a colour, 0.2 for a shape, 0.125 for a row or column. The
+it, experiments.relation_probe). Chance is 0.1 for a colour, 0.2 for a shape, 0.125 for a row or column. The
 mean norm of the cell's hidden state shows how much each layer writes over the image token it started from.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.probes import load_probe_model
+from experiments.probes import load_probe_model
 from benchmarks.tables import markdown_table
 
 

@@ -1,6 +1,6 @@
 """Can the language model learn to answer yes/no about a one-object scene, and what does it need?
 
-    python -m benchmarks.vqa_probe [--model DIR] [--tokens aligner|words|words+position|realign|realign+position]
+    python -m experiments.vqa_probe [--model DIR] [--tokens aligner|words|words+position|realign|realign+position]
                                    [--questions shape|color|all|relation|left-right|left-of] [--copies 32]
                                    [--name-steps 0]
                                    [--name-kind color|band] [--freeze-aligner]
@@ -24,10 +24,10 @@ of 64? `--tokens` picks the image tokens:
 with the colour word; its own copies schedule), the stage that made yes/no questions about colour learnable.
 `--questions relation` asks "is the <shape> <relation> the <shape> ?" about two of 2-4 objects of distinct
 shapes (`mixture.position_example`; `--copies` does not apply); `--questions left-right` the easiest kind: two
-objects on one row, "left of" or "right of"; `--questions left-of` only "left of" (benchmarks.relation_probe:
+objects on one row, "left of" or "right of"; `--questions left-of` only "left of" (experiments.relation_probe:
 on exact tokens with a position code one direction is learned, a fair coin between two is not, in 900 steps).
 `--order question-first`, `--fp32` and `--token-scale` vary the format, the precision and the image tokens'
-scale, three things that did not make them learnable (docs/shapeworld-model.md).
+scale, three things that did not make them learnable (docs/experiments/finding-objects.md).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.probes import load_probe_model
+from experiments import aligner
+from experiments.probes import load_probe_model
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS, left_right_example
 from ospo.shapeworld.pretrain import native_bf16
@@ -96,7 +97,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--align-steps", type=int, default=300)
     ap.add_argument("--align-vision", action="store_true",
-                    help="realign: train the vision tower too (pretraining's align_vision), not the aligner alone")
+                    help="realign: train the vision tower too , not the aligner alone")
     ap.add_argument("--freeze-aligner", action="store_true", help="train the LM only, not the aligner")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-size", type=int, default=300)
@@ -126,11 +127,11 @@ def main():
     model, tok = adapter.janus, adapter.tokenizer
     labels = pretrain.cell_labels()
     if args.tokens.startswith("realign"):
-        target = "words+position" if args.tokens == "realign+position" else "words"
-        cfg = replace(pretrain.PretrainConfig(), align_steps=args.align_steps, align_target=target,
-                      align_vision=args.align_vision, threads=args.threads)
+        cfg = replace(pretrain.PretrainConfig(), align_steps=args.align_steps, align_target="words",
+                      threads=args.threads)
         with tempfile.TemporaryDirectory() as state:
-            aligned = pretrain.train_aligner(model, adapter.processor, cfg, Path(state))
+            aligned = aligner.train_aligner(model, adapter.processor, cfg, Path(state),
+                                            position=args.tokens == "realign+position", train_vision=args.align_vision)
         print(f"aligner re-trained: {aligned}", flush=True)
     table = pretrain.word_targets(model, tok)
     current = {}
@@ -138,7 +139,7 @@ def main():
         scale = float(args.tokens == "words+position")
 
         def exact_tokens(module, inputs, output):
-            return pretrain.aligned_tokens(table, current["labels"], scale).to(output.dtype)
+            return aligner.aligned_tokens(table, current["labels"], scale).to(output.dtype)
         model.model.aligner.register_forward_hook(exact_tokens)
 
     if args.token_scale != 1.0:

@@ -1,6 +1,6 @@
 """Can the language model learn a spatial relation, and in what order? The LM alone, on exact image tokens.
 
-    python -m benchmarks.relation_probe [--model DIR] [--phases left-of:600,left-right:600] [--position 1.0]
+    python -m experiments.relation_probe [--model DIR] [--phases left-of:600,left-right:600] [--position 1.0]
                                         [--batch 32] [--lr 1e-3] [--eval-every 150] [--json out.json]
 
 Trains the language model of a ShapeWorld Janus on yes/no questions about two objects of distinct shapes on
@@ -8,9 +8,9 @@ one row ("is the circle left of the square ?"), phase after phase, and prints he
 questions per phase kind, drawn apart from the training stream) every `--eval-every` steps. The image tokens
 are exact, not read from pixels: each cell's token is the sum of the LM's input embeddings of its shape,
 colour, texture and background words (`pretrain.word_targets`), plus `--position` times a fixed code of the
-cell's row and column (`pretrain.aligned_tokens`: `cell_position_code` scaled to the word sums' mean norm; 0 =
+cell's row and column (`experiments.aligner.aligned_tokens`: `cell_position_code` scaled to the word sums' mean norm; 0 =
 no code). The vision tower and the image processor never run, so a step costs the LM's forward and backward
-alone (`benchmarks.vqa_probe --tokens words+position --questions left-of` asks the same of the full model).
+alone (`experiments.vqa_probe --tokens words+position --questions left-of` asks the same of the full model).
 
 Phase kinds:
 - `left-of`: always "left of"; yes when the first object is left of the second (a fair coin by placement).
@@ -19,7 +19,7 @@ Phase kinds:
   the placement. At 0.5 no single thing the model can read (either column, the relation word) says anything
   about the answer: only their combination does, an XOR, which gradient descent finds last if at all.
 
-It isolates why the shipped model's relation answers sit at chance (docs/shapeworld-model.md).
+It isolates why the shipped model's relation answers sit at chance (docs/experiments/relations.md).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.probes import load_probe_model
+from experiments import aligner
+from experiments.probes import load_probe_model
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.mixture import left_right_example
 from ospo.shapeworld import pretrain
@@ -108,7 +109,7 @@ class ExactTokenLM:
         length = max(len(r) for r in rows)
         ids = torch.stack([F.pad(r, (length - len(r), 0), value=self.tok.pad_token_id) for r in rows])  # left pad
         mask = torch.stack([F.pad(torch.ones_like(r), (length - len(r), 0)) for r in rows])
-        tokens = pretrain.aligned_tokens(self.table, self.cells(examples), self.position_scale)  # (B, cells, width)
+        tokens = aligner.aligned_tokens(self.table, self.cells(examples), self.position_scale)  # (B, cells, width)
         embeds = self.model.get_input_embeddings()(ids)
         slots = (ids == self.image_id)[..., None]
         if int(slots.sum()) != tokens.shape[0] * tokens.shape[1]:  # masked_scatter would not notice

@@ -18,8 +18,8 @@ Variants:
   (output weights shared by codes with the same shape / colour / texture / background), random scenes;
 - `... + packed curriculum`: the same, the first `--packed` steps on packed scenes.
 
-    python -m benchmarks.t2i_learning [--steps 300] [--packed 120] [--threads 2]
-    python -m benchmarks.t2i_learning --model DIR [--model DIR ...]   # only measure checkpoints: a saved model
+    python -m experiments.t2i_learning [--steps 300] [--packed 120] [--threads 2]
+    python -m experiments.t2i_learning --model DIR [--model DIR ...]   # only measure checkpoints: a saved model
                                                                       # or a pretraining run's pretrain-state/
 """
 
