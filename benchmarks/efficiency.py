@@ -153,7 +153,7 @@ def measure_generation(adapter, batch: int, check: bool, cfg_scale: float = 5.0)
     sampling = ImageSampling(cfg_scale=cfg_scale)
     adapter.generate_image_tokens(prompts[:1], [0], sampling)  # warm-up (allocator, kernels)
     t = elapsed(adapter.device, lambda: adapter.generate_image_tokens(prompts, list(range(batch)), sampling))
-    P = adapter._image_prompt_ids(prompts)[0].shape[1]
+    P = adapter.image_prompt_ids(prompts)[0].shape[1]
     rows = 2 * batch if cfg_scale != 1 else batch
     shapes = model_shapes(adapter.janus)
     flops = generation_flops(shapes, rows, P, adapter.num_image_tokens)
@@ -222,6 +222,7 @@ def load_models(args):
         yield name, adapter
 
 
+# long: flags, then one section per workload in order (a script read top to bottom)
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="tiny,50m")

@@ -104,6 +104,7 @@ PER_BATCH = ("ours", "graphs")  # variants run at every batch; the others at the
 SWITCHES = ("preallocate_cache", "sync_free_decode", "static_decode", "cuda_graphs", "batch_size")
 
 
+# one function: its nested run/attempt share the adapter's saved switches and the codes each variant drew
 def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variants, repeats=2,
                      on_row=lambda rows: None, past_deadline=lambda: False) -> list[dict]:
     """Rows in the order of `variants`: 'ours' and 'graphs' at every batch, the others at the largest batch,
@@ -139,7 +140,7 @@ def bench_generation(adapter, batches, baseline_images, peak, bandwidth, variant
             for k, v in saved.items():
                 setattr(adapter, k, v)
         wall = min(walls[1:]) if repeats > 1 else walls[0]
-        P = adapter._image_prompt_ids(prompts[:b])[0].shape[1]
+        P = adapter.image_prompt_ids(prompts[:b])[0].shape[1]
         flops = generation_flops(shapes, 2 * count, P, N)
         floor = decode_bytes(adapter, 2 * b, P, N) * (count // b) / bandwidth
         rows.append({"variant": variant, "method": method, "batch": b, "images": count, "wall_s": wall,
@@ -317,6 +318,7 @@ def print_tables(name, m):
               f"{r['wall_s']:.2f} s; top: " + "; ".join(f"{k} {t:.3f} s x{c}" for k, t, c in r["top"][:5]))
 
 
+# long: flags, then one section per workload in order, saving after each (a script read top to bottom)
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="7b,1b", help="comma-separated: 7b, 1b, mini")

@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 
 
+# long: flags, then run, evaluate and tabulate each loop seed in order (a script read top to bottom)
 def main(argv=None) -> None:
     from benchmarks.recipes import evaluate, weights_identity
     from ospo import pipeline
     from ospo.config import load_config
-    from ospo.demo import image_results
+    from ospo.evaluate.compare import Row, by_model, results_from_payload
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
-    from ospo.shapeworld.evalsets import compare, summarize
     from ospo.stages import STAGES, RunContext, resolve_model_path
     from ospo.stages.train import stage_name
 
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     cfg = load_config(args.config, args.overrides)
     model_path = resolve_model_path(cfg.model.path)
     base = JanusAdapter.from_pretrained(model_path, adapter=cfg.model.adapter, batch_size=cfg.model.batch_size)
-    sampling = ImageSampling(cfg_scale=base.janus.generation_config.guidance_scale or cfg.images.cfg_scale)
+    sampling = ImageSampling(cfg_scale=base.default_cfg_scale)
     t0 = time.monotonic()
     results = {"base": evaluate(base, args.split, out / f"base-{args.split}", args.images_per_prompt, sampling,
                                 seeds, args.num_dev, weights_identity(model_path, cfg.model.adapter))}
@@ -85,26 +85,16 @@ def main(argv=None) -> None:
         loops[s] = {"pairs": pairs, "seconds": time.monotonic() - t0}
         print(f"loop seed {s}: {pairs} pairs ({loops[s]['seconds']:.0f} s)", flush=True)
 
-    base_images = image_results(results["base"])
-    rows = [(f"loop seed {s}", loops[s]["pairs"], image_results(results[s])) for s in loop_seeds]
-    rows.append((f"pooled ({len(loop_seeds)} loops)", sum(r[1] for r in rows), [i for r in rows for i in r[2]]))
-    summary = summarize(base_images)
-    tasks = list(summary.tasks)
+    rows = [Row(f"loop seed {s}", results_from_payload(results[s]), (str(loops[s]["pairs"]),)) for s in loop_seeds]
+    rows.append(Row(f"pooled ({len(loop_seeds)} loops)", [i for r in rows for i in r.results],
+                    (str(sum(loops[s]["pairs"] for s in loop_seeds)),)))
+    text, table = by_model(results_from_payload(results["base"]), rows, ("pairs",), overall_interval=False)
+    for s in loop_seeds:
+        table[f"loop seed {s}"]["pairs"] = loops[s]["pairs"]
     print(f"\nShapeWorld-GenEval ({args.split} split), recipe {cfg.recipe}, one iteration per loop seed; "
           f"{args.images_per_prompt} images per prompt x {len(seeds)} evaluation seed(s) per model, the same for "
           f"every model; last column: paired difference to base, 95% bootstrap interval over prompts\n")
-    print("| model | pairs | " + " | ".join(tasks) + " | overall | vs base |")
-    print("|---" * (len(tasks) + 4) + "|")
-    print("| base | | " + " | ".join(f"{summary.tasks[t].mean:.3f}" for t in tasks) +
-          f" | {summary.overall.mean:.3f} [{summary.overall.low:.3f}, {summary.overall.high:.3f}] | |")
-    table = {"base": {"tasks": {t: summary.tasks[t].mean for t in tasks}, "overall": summary.overall.mean}}
-    for name, pairs, images in rows:
-        s, d = summarize(images), compare(base_images, images)
-        print(f"| {name} | {pairs} | " + " | ".join(f"{s.tasks[t].mean:.3f}" for t in tasks) +
-              f" | {s.overall.mean:.3f} | {d.overall.mean:+.3f} [{d.overall.low:+.3f}, {d.overall.high:+.3f}] |")
-        table[name] = {"pairs": pairs, "tasks": {t: s.tasks[t].mean for t in tasks}, "overall": s.overall.mean,
-                       "vs_base": [d.overall.mean, d.overall.low, d.overall.high],
-                       "vs_base_tasks": {t: d.tasks[t].mean for t in tasks}}
+    print(text)
     gains = [table[f"loop seed {s}"]["vs_base"][0] for s in loop_seeds]
     spread = f", standard deviation {statistics.stdev(gains):.3f}" if len(gains) > 1 else ""
     print(f"\nper-loop gains: {', '.join(f'{g:+.3f}' for g in gains)}; mean {statistics.mean(gains):+.3f}{spread}")

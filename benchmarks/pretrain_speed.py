@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks.tables import markdown_table
 from ospo.shapeworld.pretrain import PretrainConfig, native_bf16
 
+
 def phase_steps(cfg: PretrainConfig) -> dict[str, int]:
     """The steps each phase of `cfg` runs (phases with none left out), in the order `pretrain` runs them."""
     steps = {"vq": (cfg.vq_stop_at or cfg.vq_steps), "vision": cfg.vision_steps, "align": cfg.align_steps,
@@ -87,7 +88,7 @@ def estimate(recipe_name: str, steps: int, spec=None, evaluation_seconds: float 
     """One row per (stage, phase) and one per stage's evaluations, each with its predicted minutes. `spec` (a
     smaller model, for tests) applies to the timed steps; evaluations are timed on the shipped checkpoint unless
     `evaluation_seconds` is given."""
-    from ospo.shapeworld.recipe import load_recipe
+    from ospo.shapeworld.pretrain import load_recipe
 
     recipe = load_recipe(recipe_name)
     rows = []

@@ -83,7 +83,7 @@ def workloads(adapter, batch: int, vqa_images: int, questions: int):
     images = adapter.decode_images(codes)  # the cost of VQA does not depend on what the images show
     qs = [QUESTIONS[:questions]] * len(images)
     from benchmarks.training_speed import make_pairs, make_step
-    from ospo.stages.train import TrainConfig
+    from ospo.config import TrainConfig
 
     train = {}
 
@@ -151,7 +151,8 @@ def main(argv=None) -> None:
             shares = " | ".join(f"{100 * r['by_kind'].get(k, 0.0) / r['wall_s']:.0f}%" for k in kinds)
             print(f"| {label} | {r['wall_s']:.2f} | {shares} |")
         for label, r in results.items():
-            print(f"\n{label}: top {args.top} ops by self time\n\n| op | calls | self s | share of wall |\n|---|---|---|---|")
+            print(f"\n{label}: top {args.top} ops by self time\n\n| op | calls | self s | share of wall |\n"
+                  "|---|---|---|---|")
             for o in r["top"][:args.top]:
                 print(f"| {o['op']} | {o['calls']} | {o['self_s']:.3f} | {100 * o['self_s'] / r['wall_s']:.1f}% |")
     if args.json:

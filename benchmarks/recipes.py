@@ -29,7 +29,6 @@ def evaluate(model, split: str, out: Path, images_per_prompt: int, sampling, see
     weights and settings is kept, so a rerun or more seeds only draw what is missing); returns the payload with
     the images of every seed pooled."""
     from ospo.evaluate.shapeworld import evaluate_reusing
-    from ospo.shapeworld import evalsets
 
     dev = split == "dev"
     records = split_records(split, num_dev)
@@ -68,12 +67,12 @@ def weights_identity(model_path, adapter: str | None) -> dict:
     return {**paths, **{f"{k}_hash": h for k, h in weights_hashes(paths).items()}}
 
 
+# long: flags, then train, evaluate and tabulate each recipe in order (a script read top to bottom)
 def main(argv=None) -> None:
     from ospo import pipeline
-    from ospo.demo import image_results
+    from ospo.evaluate.compare import Row, by_model, results_from_payload
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
-    from ospo.shapeworld.evalsets import compare, summarize
     from ospo.stages import RunContext, resolve_model_path
     from ospo.stages.train import stage_name
 
@@ -99,7 +98,7 @@ def main(argv=None) -> None:
     run = Path(args.run)
     cfg = pipeline.load_run_config(run, args.overrides)
     base = JanusAdapter.from_pretrained(resolve_model_path(cfg.model.path), batch_size=cfg.model.batch_size)
-    sampling = ImageSampling(cfg_scale=base.janus.generation_config.guidance_scale or cfg.images.cfg_scale)
+    sampling = ImageSampling(cfg_scale=base.default_cfg_scale)
     out = run / f"recipes-{args.split}"
     seeds = list(range(args.seed, args.seed + args.seeds))
     results = {"base": evaluate(base, args.split, out / "base", args.images_per_prompt, sampling, seeds,
@@ -121,24 +120,14 @@ def main(argv=None) -> None:
         counts, sizes = trained_on(run, records), Counter(r.task for r in records)
         print("geneval-dev prompts the run wrote as training prompts: " +
               ", ".join(f"{t} {counts[t]}/{n}" for t, n in sizes.items()) + "\n")
-    base_results = image_results(results["base"])
-    summaries = {name: summarize(image_results(r)) for name, r in results.items()}
-    tasks = list(summaries["base"].tasks)
+    rows = [Row(name, results_from_payload(r)) for name, r in results.items() if name != "base"]
+    text, table = by_model(results_from_payload(results["base"]), rows)
     print(f"ShapeWorld-GenEval ({args.split} split), {args.images_per_prompt} images per prompt x {len(seeds)} "
           f"seed(s) {seeds}, same seeds for every model; "
           f"mean [95% interval]; last column: paired difference to base\n")
-    print("| model | " + " | ".join(tasks) + " | overall | vs base |")
-    print("|---" * (len(tasks) + 3) + "|")
-    table = {}
-    for name, s in summaries.items():
-        d = compare(base_results, image_results(results[name])).overall if name != "base" else None
-        cells = [f"{s.tasks[t].mean:.3f}" for t in tasks]
-        vs = "" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
-        print(f"| {name} | " + " | ".join(cells) + f" | {s.overall.mean:.3f} [{s.overall.low:.3f}, "
-              f"{s.overall.high:.3f}] | {vs} |")
-        table[name] = {"tasks": {t: s.tasks[t].mean for t in tasks}, "overall": s.overall.mean,
-                       "interval": [s.overall.low, s.overall.high],
-                       "vs_base": None if d is None else [d.mean, d.low, d.high], "train_seconds": seconds.get(name)}
+    print(text)
+    for name in table:
+        table[name]["train_seconds"] = seconds.get(name)
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=1))
 

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 
 from ospo.evaluate import shapeworld as sw_eval
+from ospo.evaluate.compare import ImageResult, summarize
 from ospo.model import JanusAdapter
 from ospo.sampling import ImageSampling, TextSampling, item_seed
-from ospo.shapeworld import checkpoint_path, evalsets, mixture, oracle, sampler, tasks
+from ospo.shapeworld import checkpoint_path, evalsets, oracle, sampler, tasks
 from ospo.shapeworld import codes as world_codes
 from ospo.shapeworld.captions import SUBCATEGORIES
+from ospo.shapeworld.pretrain import mixture
 from ospo.shapeworld.render import render
 from ospo.templates import load_templates
 
@@ -207,13 +209,13 @@ def main():
     torch.set_num_threads(2)
     model = JanusAdapter.from_pretrained(args.model, batch_size=64)
     templates = load_templates("shapeworld")
-    cfg_scale = args.cfg_scale or model.janus.generation_config.guidance_scale or 1.0
+    cfg_scale = args.cfg_scale or model.default_cfg_scale
     sampling = ImageSampling(cfg_scale=cfg_scale)
 
     clean, decoded = oracle_accuracy(model, args.scenes)
     records = list(evalsets.load_eval_set("geneval"))
     scored, images = sw_eval.generate_and_score(model, records, args.images_per_prompt, sampling)
-    summary = evalsets.summarize([evalsets.ImageResult(s.prompt_id, s.task, s.score) for s in scored])
+    summary = summarize([ImageResult(s.prompt_id, s.task, s.score) for s in scored])
     own_questions, own_answers = sw_eval.own_image_questions(records, scored, images, templates.vqa)
     own_margins, own_truth = sw_eval.vqa_margins(model, images, own_questions, own_answers)
     own = float(np.mean((own_margins > 0) == own_truth))

@@ -1,6 +1,6 @@
 """OSPO-v2 training-step throughput and peak memory against the public research code's data path, one model at a time.
 
-Every variant runs the same optimizer step as `ospo.stages.train.train` (without accelerate, logging and
+Every variant runs the same optimizer step as `ospo.training.train` (without accelerate, logging and
 checkpoints): for each micro-batch one forward of [x; y_w], [x; y_l], [x~; y_w] through `ImageLogps`, the
 SimPO + CoPO + SFT `objective` of the ospo-v2 defaults, backward; then clip and AdamW, LoRA from `prepare_model`.
 The variants differ only in where the image codes come from and in gradient checkpointing:
@@ -64,7 +64,7 @@ NEGATIVE_PROMPTS = ["a blue circle left of a red square", "three green cats", "a
 
 def make_pairs(num_pairs: int, num_image_tokens: int, codebook_size: int, seed: int = 0):
     """PairData with random chosen/rejected codes; every pair has a negative prompt (so CoPO runs on all rows)."""
-    from ospo.stages.train import PairData
+    from ospo.training import PairData
 
     g = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, codebook_size, (2, num_pairs, num_image_tokens), generator=g)
@@ -99,7 +99,7 @@ def encode_pngs(adapter, pngs: list[bytes]) -> torch.Tensor:
 def make_step(adapter, cfg, data, pngs=None, seed: int = 0):
     """Returns step(s) -> list of (rows, sequence length) forwarded: one optimizer step over batch s of `data`.
     With `pngs` = (chosen, rejected) PNG lists the codes are re-encoded from the PNGs at every step."""
-    from ospo.stages.train import ImageLogps, PairData, _micro_batch, batch_rows, objective, prepare_model
+    from ospo.training import ImageLogps, PairData, batch_rows, micro_batch, objective, prepare_model
 
     params = prepare_model(adapter, cfg, seed)
     module = ImageLogps(adapter)
@@ -121,8 +121,8 @@ def make_step(adapter, cfg, data, pngs=None, seed: int = 0):
                                 chosen=encode_pngs(adapter, [pngs[0][i] for i in micro]).cpu(),
                                 rejected=encode_pngs(adapter, [pngs[1][i] for i in micro]).cpu())
                 idx = np.arange(len(micro))
-            prompts, codes, batch = _micro_batch(view, idx, device)
-            ids, mask = adapter._image_prompt_ids(prompts)
+            prompts, codes, batch = micro_batch(view, idx, device)
+            ids, mask = adapter.image_prompt_ids(prompts)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 token_logps, _ = module(ids, mask, codes)  # (3b, N)
             b = len(micro)

@@ -53,7 +53,8 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     adapter = load_probe_model(args.model, args.threads)
-    from ospo.shapeworld import mixture, tasks
+    from ospo.shapeworld import tasks
+    from ospo.shapeworld.pretrain import mixture
     from ospo.shapeworld.captions import ObjectClause
     from ospo.shapeworld.questions import Question, question_text
     from ospo.shapeworld.render import render

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from experiments import aligner
 from experiments.probes import load_probe_model
 from benchmarks.tables import markdown_table
-from ospo.shapeworld.mixture import left_right_example
+from ospo.shapeworld.pretrain.find import left_right_example
 from ospo.shapeworld import pretrain
 
 KINDS = ("left-of", "left-right")
@@ -87,7 +87,7 @@ class ExactTokenLM:
 
     def _prompt_ids(self, question: str) -> torch.Tensor:
         """Token ids of the question's chat prompt, image placeholders expanded (cached: the processor is slow)."""
-        from ospo.shapeworld import mixture
+        from ospo.shapeworld.pretrain import mixture
 
         if question not in self._ids:
             text = mixture.spaced(self.templates.vqa(question))

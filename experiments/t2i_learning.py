@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from ospo.model import JanusAdapter
-from ospo.shapeworld import mixture
 from ospo.shapeworld.pretrain import (
-    _empty_codes, add_factor_head, init_code_embeddings, init_generation_head, lm_parameters, reinit_outside_vq,
-    native_bf16, shapeworld_spec, t2i_loss,
+    add_factor_head, init_code_embeddings, init_generation_head, lm_parameters, mixture, native_bf16,
+    reinit_outside_vq, shapeworld_spec, t2i_loss,
 )
+from ospo.shapeworld.pretrain.vq import _empty_codes
 from ospo.shapeworld.world import vocabulary
 from ospo.tiny import build_tiny_janus
 
@@ -56,7 +56,7 @@ def identity_nll(adapter: JanusAdapter, examples) -> float:
     adapter.janus.eval()
     codes = torch.from_numpy(np.stack([e.codes for e in examples]))
     glyph = ~torch.isin(codes, EMPTY)
-    ids, mask = adapter._image_prompt_ids([e.prompt for e in examples])
+    ids, mask = adapter.image_prompt_ids([e.prompt for e in examples])
     logp = adapter.image_token_logits(ids, mask, codes)[0].float().log_softmax(-1)
     is_glyph = torch.ones(logp.shape[-1], dtype=torch.bool)
     is_glyph[EMPTY] = False

@@ -46,13 +46,14 @@ import torch.nn.functional as F
 from experiments import aligner
 from experiments.probes import load_probe_model
 from benchmarks.tables import markdown_table
-from ospo.shapeworld.mixture import YES_NO_FIND_QUESTIONS, left_right_example
+from ospo.shapeworld.pretrain.find import YES_NO_FIND_QUESTIONS, left_right_example
 from ospo.shapeworld.pretrain import native_bf16
 
 
 def one_object_example(rng, questions: str, copies: int = 1):
     """(scene, question text, answer, kind) about a random one-object scene drawn in `copies` cells."""
-    from ospo.shapeworld import mixture, tasks
+    from ospo.shapeworld import tasks
+    from ospo.shapeworld.pretrain import mixture
     from ospo.shapeworld.questions import question_text
 
     if questions == "relation":
@@ -71,7 +72,7 @@ def naming_example(rng, copies: int = 1, kind: str = "color"):
     color is the <shape> ?"); "band" names the row or the column band of one of 1-4 objects of distinct shapes
     ("is the circle upper middle or lower ?" -> "upper"; "... left center or right ?" -> "center"), one object
     per cell whatever `copies` says."""
-    from ospo.shapeworld import mixture
+    from ospo.shapeworld.pretrain import mixture
     from ospo.shapeworld.world import COL_BANDS, ROW_BANDS
 
     if kind == "color":

@@ -47,7 +47,7 @@ def test_judge_rows_split_accuracy_by_true_answer_and_rank_regardless_of_bias():
 
 def test_blind_judge_scores_chance_on_form_balanced_questions_only():
     from benchmarks.shapeworld_targets import blind_accuracy
-    from ospo.shapeworld import mixture
+    from ospo.shapeworld.pretrain import mixture
     from ospo.shapeworld.questions import parse_question
 
     for balanced, low, high in ((False, 0.58, 0.68), (True, 0.44, 0.55)):

@@ -59,3 +59,18 @@ def test_bad_input_gives_one_line_error(tiny_dir, tmp_path, capsys, setup, args,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_generate_samples_at_the_checkpoints_default_scale_unless_told(tiny_dir, tmp_path):
+    """No --cfg-scale: the checkpoint's generation config's guidance_scale (as `ospo eval` and the demo)."""
+    import shutil
+
+    model = shutil.copytree(tiny_dir, tmp_path / "model")
+    config = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**config, "guidance_scale": 2.0}))
+    codes = {}
+    for name, flag in (("default", []), ("2", ["--cfg-scale", "2"]), ("5", ["--cfg-scale", "5"])):
+        assert main(["generate", "--model", str(model), "--prompt", "a red circle", "--seed", "3", *flag,
+                     "--out", str(tmp_path / name)]) == 0
+        codes[name] = load_codes(tmp_path / name / "codes.safetensors")["00000"]
+    assert np.array_equal(codes["default"], codes["2"]) and not np.array_equal(codes["default"], codes["5"])

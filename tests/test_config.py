@@ -22,7 +22,15 @@ def test_defaults_file_and_overrides_merge(tmp_path):
     (["images=3"], "images must be a mapping"),
     (["seed"], "--set expects key=value"),
     (["train.guidance=0.5"], "train.guidance must be >= 1"),
-    (["train.guidance_uncond_grad=false"], "train.guidance_uncond_grad=false needs train.guidance > 1"),
+    (["train.guidance=1", "train.guidance_uncond_grad=false"],
+     "train.guidance_uncond_grad=false needs train.guidance > 1"),
+    (["images.cfg_scale=1", "train.guidance_uncond_grad=false"],
+     "train.guidance_uncond_grad=false needs train.guidance > 1"),
+    (["images.cfg_scale=0.5"], "train.guidance follows images.cfg_scale (0.5) and must be >= 1: set train.guidance"),
+    (["exclude_eval_prompts=true"], "config key 'exclude_eval_prompts' is gone: use prompts.exclude_files"),
+    (["train.bf16=maybe"], "train.bf16 must be one of auto, true, false, got 'maybe'"),
+    (["train.steps=true"], "train.steps must be int, got bool True"),
+    (["train.merge=3"], "train.merge must be bool, got int 3; use true or false"),
 ])
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -59,3 +67,42 @@ def test_recipes_set_defaults_under_the_file_and_switch_over_a_saved_config(tmp_
     switched = load_config(saved, ["recipe=ospo-v1", "train.simpo_beta=12"])
     assert switched.select.rule == "v1" and not switched.train.object_weighting and switched.train.sft_weight == 0
     assert switched.train.simpo_beta == 12 and switched.train.lr == 1e-4  # --set wins; keys the recipe leaves stay
+
+
+def test_train_guidance_follows_the_samplers_scale_unless_set(tmp_path):
+    assert load_config(None, ["images.cfg_scale=4"]).train.guidance == 4.0
+    assert load_config(None, ["images.cfg_scale=4", "train.guidance=1"]).train.guidance == 1.0
+    assert RunConfig().train.guidance == RunConfig().images.cfg_scale  # built in code: resolved the same way
+    for name in ("janus-pro-1b", "janus-pro-7b"):  # the paper scores the conditional branch
+        cfg = load_config(name)
+        assert cfg.images.cfg_scale == 5.0 and cfg.train.guidance == 1.0
+    shapeworld = load_config("shapeworld")
+    assert shapeworld.train.guidance == shapeworld.images.cfg_scale == 3.0
+    # a saved run config holds the resolved value: it stays what the run trained with when the sampler changes
+    import yaml
+
+    from ospo.config import config_dict
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(config_dict(shapeworld)))
+    assert load_config(saved, ["images.cfg_scale=5"]).train.guidance == 3.0
+
+
+def test_the_shipped_shapeworld_train_folder_and_selection_defaults_are_unchanged():
+    """The train folder's hash covers TrainConfig and the selection rule: the shipped config resolves to the values
+    that named its folder; the selection defaults are ospo.selection's."""
+    from ospo import selection
+    from ospo.config import SelectConfig
+    from ospo.stages.train import stage_name
+
+    assert stage_name(load_config("shapeworld")) == "train-ospo-v2-d5148cd2"
+    default = SelectConfig()
+    assert (default.chosen_threshold, default.rejected_threshold, default.v3_tau) == (
+        selection.V2_CHOSEN_THRESHOLD, selection.V2_REJECTED_THRESHOLD, selection.V3_TAU) == (0.5, -0.5, 0.6)
+
+
+def test_choices_read_yaml_booleans_and_words_case_insensitively():
+    assert [load_config(None, [f"train.bf16={v}"]).train.bf16 for v in ("false", "True", "1", "no", "AUTO")] == [
+        "false", "true", "true", "false", "auto"]
+    assert load_config(None, ["select.rule=V3"]).select.rule == "v3"
+    assert load_config(None, ["train.steps=12.0"]).train.steps == 12  # an integral float is an int

@@ -65,3 +65,20 @@ def test_gradients_of_simpo_push_chosen_up_and_rejected_down():
     lw, ll = torch.tensor([-1.0], requires_grad=True), torch.tensor([-1.0], requires_grad=True)
     simpo_loss(lw, ll, 2.0, 0.5).losses.sum().backward()
     assert lw.grad.item() < 0 < ll.grad.item()  # descending the loss raises l_w and lowers l_l
+
+
+def test_objective_is_the_weighted_sum_of_the_losses_by_hand():
+    """Two pairs, l_w = -1, l_l = -2; pair 0 has a negative prompt with l(y_w|x~) = -3. SimPO (beta 2, gamma 1):
+    z = 2 * 1 - 1 = 1; CoPO (beta 1, gamma 0.5): z = 2 - 0.5 = 1.5, pair 0 only; SFT = 1."""
+    from ospo.config import TrainConfig
+    from ospo.training.objective import objective
+
+    cfg = TrainConfig(simpo_weight=1.0, simpo_beta=2.0, gamma_ratio=0.5, copo_weight=1.0, copo_beta=1.0,
+                      sft_weight=1.0)
+    logps = {"chosen": torch.full((2, 4), -1.0), "rejected": torch.full((2, 4), -2.0),
+             "negative": torch.full((1, 4), -3.0)}
+    total, metrics = objective(cfg, logps, {"has_negative": torch.tensor([True, False])})
+    expected = [-logsig(1.0) - logsig(1.5) + 1.0, -logsig(1.0) + 1.0]
+    assert torch.allclose(total, torch.tensor(expected), atol=1e-6)
+    assert metrics["rewards/margins"].tolist() == [2.0, 2.0] and metrics["rewards/accuracies"].tolist() == [1.0, 1.0]
+    assert metrics["loss/copo"].shape == (1,) and "loss/dpo" not in metrics

@@ -72,7 +72,7 @@ def test_preallocated_cache_grows_and_selects_rows_like_a_dynamic_cache():
     from transformers import LlamaConfig
     from transformers.cache_utils import DynamicCache
 
-    from ospo.model import preallocated_cache
+    from ospo.kv_cache import preallocated_cache
 
     config = LlamaConfig(num_hidden_layers=2)
     ours, ref = preallocated_cache(config, capacity=3), DynamicCache()
@@ -143,7 +143,7 @@ def test_guided_logps_are_the_samplers_distribution(tiny):
     guided = tiny.image_token_logps(PROMPTS, codes, cfg_scale=s)
     # the same from two separate forwards (cond rows alone, uncond rows alone), mixed by hand
     with torch.no_grad():
-        ids, mask = tiny._image_prompt_ids(PROMPTS)
+        ids, mask = tiny.image_prompt_ids(PROMPTS)
         c = tiny.image_token_logits(ids, mask, codes)[0].float()
         u = tiny.image_token_logits(tiny.uncond_ids(ids), mask, codes)[0].float()
     full = torch.log_softmax(u + s * (c - u), -1)
@@ -169,7 +169,7 @@ def test_guided_logps_with_the_unconditional_row_detached(tiny_dir):
     model = JanusAdapter.from_pretrained(str(tiny_dir))
     s, head = 3.0, model.janus.model.generation_head.vision_head.weight
     codes = torch.randint(0, model.codebook_size, (2, model.num_image_tokens), generator=torch.Generator().manual_seed(1))
-    ids, mask = model._image_prompt_ids(PROMPTS[:2])
+    ids, mask = model.image_prompt_ids(PROMPTS[:2])
 
     def grad(fn):
         head.grad = None
@@ -382,3 +382,49 @@ def test_cuda_graph_replay_draws_what_the_same_static_steps_draw_eagerly(tiny_di
     gpu.static_decode = False  # the eager loop attends over fewer (unmasked) keys: equal up to a rare rounding flip
     loop = gpu.generate_image_tokens(PROMPTS, [1, 2, 3, 4], sampling).codes
     assert (loop == out[True][0].codes).float().mean() > 0.9
+
+
+def test_the_adapter_implements_every_member_of_the_unified_model_protocol(tiny):
+    """The protocol is the contract the loop, training and evaluation use: the adapter provides all of it."""
+    from ospo.unified import UnifiedModel
+
+    members = {n for n in vars(UnifiedModel) if not n.startswith("_")} | set(UnifiedModel.__annotations__)
+    assert {"teacher_forced_logps", "image_prompt_ids", "default_cfg_scale", "save_full_model",
+            "is_language_model_parameter", "enable_gradient_checkpointing", "lora_target_modules"} <= members
+    assert [n for n in sorted(members) if not hasattr(tiny, n)] == []
+
+
+def test_default_cfg_scale_is_the_checkpoints_loaded_or_not(tiny, tiny_dir, tmp_path):
+    """One reading of a checkpoint's default guidance: the generation config's guidance_scale, else 5 (Janus-Pro's
+    protocol); `checkpoint_default_cfg_scale` reads it without loading the weights and agrees with the adapter."""
+    import shutil
+
+    from ospo.model import DEFAULT_CFG_SCALE, checkpoint_default_cfg_scale
+    from ospo.registry import resolve_model_path
+
+    assert tiny.default_cfg_scale == checkpoint_default_cfg_scale(str(tiny_dir)) == 5.0
+    assert checkpoint_default_cfg_scale(resolve_model_path("shapeworld")) == 3.0  # the shipped model's
+    copy = shutil.copytree(tiny_dir, tmp_path / "copy")
+    config = json.loads((copy / "generation_config.json").read_text())
+    (copy / "generation_config.json").write_text(json.dumps({**config, "guidance_scale": 2.5}))
+    assert checkpoint_default_cfg_scale(str(copy)) == JanusAdapter.from_pretrained(str(copy)).default_cfg_scale == 2.5
+    (copy / "generation_config.json").unlink()
+    assert checkpoint_default_cfg_scale(str(copy)) == JanusAdapter.from_pretrained(str(copy)).default_cfg_scale \
+        == DEFAULT_CFG_SCALE
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        checkpoint_default_cfg_scale(str(tmp_path / "missing"))
+
+
+def test_what_training_needs_of_the_adapter(tiny_dir, tmp_path):
+    """The language model's parameters, its LoRA targets (the config's default), and a full save that loads."""
+    from ospo.config import LoraSettings
+
+    adapter = JanusAdapter.from_pretrained(str(tiny_dir))
+    names = [n for n, _ in adapter.model.named_parameters()]
+    lm = [n for n in names if adapter.is_language_model_parameter(n)]
+    assert lm and len(lm) < len(names) and all(n.startswith("model.language_model.") for n in lm)
+    assert LoraSettings().target_modules == adapter.lora_target_modules  # one value, declared twice (config hash)
+    adapter.save_full_model(tmp_path / "full")
+    again = JanusAdapter.from_pretrained(str(tmp_path / "full"))
+    a, b = adapter.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

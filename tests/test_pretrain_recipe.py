@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from ospo.errors import InputError, OspoError
-from ospo.shapeworld.pretrain import PretrainConfig, assemble, config_fields, pretrain, saved_config, shapeworld_spec
-from ospo.shapeworld.recipe import load_recipe, recipe_names, run_recipe, stage_dir
+from ospo.shapeworld.pretrain import (
+    PretrainConfig, assemble, load_recipe, pretrain, recipe_names, run_recipe, saved_config, shapeworld_spec, stage_dir,
+)
 
 TINY = dict(vq_batch=2, vision_steps=1, vision_batch=2, batch_t2i=3, batch_vqa=2, batch_text=2, checkpoint_every=1,
             eval_every=0, warmup_steps=1)
@@ -129,9 +130,11 @@ def test_the_shipped_recipe_loads_and_names_the_chain_that_made_the_checkpoint()
 
 @pytest.mark.parametrize("text, message", [
     ("stages: []", "non-empty list"),
-    ("stages:\n  - name: a\n    set: {lm_stpes: 3}", "'lm_stpes': not a pretraining field \\(did you mean 'lm_steps'"),
-    ("stages:\n  - name: a\n    set: {lm_steps: many}", "lm_steps takes an integer"),
-    ("stages:\n  - name: a\n    set: {freeze_vision: 3}", "freeze_vision takes true or false"),
+    ("stages:\n  - name: a\n    set: {lm_stpes: 3}",
+     "stage 'a': unknown pretraining field 'lm_stpes' \\(did you mean 'lm_steps'\\?\\)"),
+    ("stages:\n  - name: a\n    set: {lm_steps: many}", "stage 'a': lm_steps must be int, got str 'many'"),
+    ("stages:\n  - name: a\n    set: {freeze_vision: 3}",
+     "stage 'a': freeze_vision must be bool, got int 3; use true or false"),
     ("stages:\n  - name: no", "quote names"),
     ("stages:\n  - name: a\n    set: {init_from: b}", "must name an earlier stage"),
     ("stages:\n  - name: a\n  - name: a", "unique"),
@@ -141,6 +144,8 @@ def test_the_shipped_recipe_loads_and_names_the_chain_that_made_the_checkpoint()
     ("stages:\n  - name: a\n    set: {vq_steps: 2, vq_stop_at: 3}", "stage 'a': vq_stop_at"),
     ("stages: [", "not valid YAML"),
 ])
+
+
 def test_a_bad_recipe_is_refused_with_the_stage_and_the_field(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -158,16 +163,6 @@ def test_unknown_recipe_names_and_missing_files_are_refused(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     (tmp_path / "shipped").mkdir()  # e.g. `--out shipped`: resuming must still find the packaged recipe
     assert load_recipe("shipped").name == "shipped"
-
-
-def test_config_fields_types_values_from_the_command_line_and_yaml():
-    assert config_fields({"lr": "1e-3", "lm_steps": "800", "factor_head": "true", "find_stages": "name"}, "") == \
-        {"lr": 1e-3, "lm_steps": 800, "factor_head": True, "find_stages": "name"}
-    assert config_fields({"lr": 1, "lm_steps": 8.0, "factor_head": False}, "") == \
-        {"lr": 1.0, "lm_steps": 8, "factor_head": False}
-    for bad in ({"lm_steps": 2.5}, {"lm_steps": True}, {"factor_head": "maybe"}, {"find_stages": 3}):
-        with pytest.raises(InputError):
-            config_fields(bad, "")
 
 
 def test_a_changed_stage_is_refused_and_its_work_kept(tmp_path, recipe_file):
@@ -196,7 +191,7 @@ def test_a_changed_stage_is_refused_and_its_work_kept(tmp_path, recipe_file):
 def test_a_crash_while_copying_the_result_leaves_no_complete_looking_folder(tmp_path, recipe_file, monkeypatch):
     import shutil
 
-    from ospo.shapeworld import recipe as recipe_module
+    from ospo.shapeworld.pretrain import recipe as recipe_module
 
     spec, out = small_spec(), tmp_path / "out"
     run_recipe(out, load_recipe(str(recipe_file)), spec=spec)

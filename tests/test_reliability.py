@@ -453,7 +453,7 @@ def test_prompt_text_never_names_a_file_and_html_in_it_is_escaped_in_the_report(
 def test_adapter_of_another_base_model_is_refused_in_one_line(tmp_path, tiny_dir, capsys):
     from ospo.config import LoraSettings, TrainConfig
     from ospo.model import JanusAdapter
-    from ospo.stages.train import prepare_model
+    from ospo.training import prepare_model
     from ospo.tiny import TinyJanusSpec, save_tiny_janus
 
     other = JanusAdapter.from_pretrained(str(save_tiny_janus(tmp_path / "other", TinyJanusSpec(hidden_size=32,

@@ -1,5 +1,6 @@
 """Fixed evaluation sets, the dev split and bootstrap summaries."""
 
+import json
 import math
 from collections import Counter
 
@@ -8,8 +9,8 @@ import pytest
 
 from ospo.shapeworld import evalsets
 from ospo.shapeworld.evalsets import (
-    COMPBENCH_TASKS, DATA_DIR, EVAL_SETS, GENEVAL_TASKS, ImageResult, build_eval_set, dev_split, eval_prompt_texts,
-    geneval_metadata, load_eval_set, summarize, write_eval_sets,
+    COMPBENCH_TASKS, DATA_DIR, EVAL_SETS, GENEVAL_TASKS, build_eval_set, dev_split, eval_prompt_texts,
+    geneval_metadata, load_eval_set, write_dev_split, write_eval_sets,
 )
 
 GENEVAL_SUBCATEGORIES = {
@@ -21,6 +22,14 @@ GENEVAL_SUBCATEGORIES = {
 def test_shipped_files_are_exactly_what_the_generator_writes(tmp_path):
     for path in write_eval_sets(tmp_path):
         assert path.read_bytes() == (DATA_DIR / path.name).read_bytes(), path.name
+
+
+def test_shipped_dev_split_is_exactly_what_the_code_builds(tmp_path):
+    """data/dev.jsonl (which the shapeworld config's prompts.exclude_files lists) is the default `dev_split()`."""
+    path = write_dev_split(tmp_path)
+    assert path.read_bytes() == (DATA_DIR / "dev.jsonl").read_bytes()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [r.prompt for r in dev_split()]
 
 
 def test_loaded_sets_match_the_generator():
@@ -97,40 +106,11 @@ def test_geneval_dev_split_has_the_evaluations_tasks_and_the_rest_of_their_promp
         {r.prompt for r in dev if r.task == "color_attr"}
 
 
-def _results(scores_per_prompt: dict[str, list[float]], task: str = "colors"):
-    return [ImageResult(p, task, s) for p, scores in scores_per_prompt.items() for s in scores]
-
-
-def test_summarize_means_over_images_and_over_tasks():
-    results = _results({"a": [1, 1], "b": [0, 0], "c": [1, 0]}) + _results({"d": [1]}, task="position")
-    summary = summarize(results)
-    colors, position = summary.tasks["colors"], summary.tasks["position"]
-    assert (colors.mean, colors.num_prompts, colors.num_images) == (0.5, 3, 6)
-    assert (position.mean, position.low, position.high) == (1.0, 1.0, 1.0)
-    assert summary.overall.mean == 0.75
-    for estimate in (colors, summary.overall):
-        assert estimate.low <= estimate.mean <= estimate.high
-
-
-def test_bootstrap_interval_narrows_with_more_prompts_and_is_seeded():
-    rng = np.random.default_rng(0)
-    def width(num_prompts):
-        scores = {f"p{i}": [float(s) for s in rng.random(4) < 0.6] for i in range(num_prompts)}
-        estimate = summarize(_results(scores)).tasks["colors"]
-        assert estimate.low <= estimate.mean <= estimate.high
-        return estimate.high - estimate.low
-    assert width(400) < width(25) / 2
-    results = _results({f"p{i}": [i % 2] for i in range(30)})
-    assert summarize(results, seed=3) == summarize(results, seed=3)
-    with pytest.raises(ValueError, match="no results"):
-        summarize([])
-
-
 def test_vqa_margins_keep_pair_order_and_auc_ranks_regardless_of_bias():
     import torch
 
-    from ospo.evaluate.shapeworld import roc_auc, vqa_accuracy, vqa_hits, vqa_margins
     from ospo.model import YesNo
+    from ospo.shapeworld.evaluate import roc_auc, vqa_accuracy, vqa_hits, vqa_margins
 
     class Judge:  # says "yes" to everything, more strongly for the questions that are true
         def yes_no_scores(self, images, questions):
@@ -146,3 +126,23 @@ def test_vqa_margins_keep_pair_order_and_auc_ranks_regardless_of_bias():
     assert roc_auc(-margins, truth) == 0.0
     assert roc_auc(np.zeros(4), np.array([True, False, True, False])) == 0.5  # ties count half
     assert math.isnan(roc_auc(margins, np.ones(3, dtype=bool)))
+
+
+def test_generation_asked_batch_by_batch_for_its_progress_bar_gives_the_codes_of_one_call():
+    """The evaluation asks the adapter for one `batch_size` batch at a time (a progress bar follows on a terminal):
+    the adapter batches the same way, so the images and scores are those of one call."""
+    import torch
+
+    from ospo.model import JanusAdapter
+    from ospo.sampling import ImageSampling, item_seed
+    from ospo.shapeworld import checkpoint_path
+    from ospo.shapeworld.evaluate import generate_and_score
+
+    model = JanusAdapter.from_pretrained(str(checkpoint_path()), batch_size=2)
+    records, sampling = load_eval_set("geneval")[:3], ImageSampling(cfg_scale=3.0)
+    scored, images = generate_and_score(model, records, 2, sampling, seed=5)  # 6 images: 3 batches of 2
+    seeds = [item_seed(5, r.id, k) for r in records for k in range(2)]
+    assert [s.seed for s in scored] == seeds and len(images) == 6
+    whole = model.generate_image_tokens([r.prompt for r in records for _ in range(2)], seeds, sampling).codes
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, model.decode_images(whole)))
+    assert isinstance(whole, torch.Tensor)

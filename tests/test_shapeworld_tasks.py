@@ -1,20 +1,16 @@
-"""ShapeWorld text tasks (perturb, densify, decompose, elements, prompts), their checkers, and the
-pretraining mixture built from them."""
+"""ShapeWorld text tasks (perturb, densify, decompose, elements, prompts) and their checkers (the pretraining mixture
+built from them: test_shapeworld_pretrain_data.py)."""
 
 import collections
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from ospo.shapeworld import mixture, tasks
+from ospo.shapeworld import tasks
 from ospo.shapeworld.captions import SUBCATEGORIES, caption, parse_caption
-from ospo.shapeworld.codes import codes_to_scene
 from ospo.shapeworld.edits import EDITS, candidate_edits, find_edits, meaning
-from ospo.shapeworld.oracle import read_scene, score_spec
-from ospo.shapeworld.questions import decompose, parse_question, truth
+from ospo.shapeworld.questions import decompose, truth
 from ospo.shapeworld.sampler import sample_scene, sample_spec
-from ospo.shapeworld.world import vocabulary
 from ospo.templates import load_templates
 
 SW = load_templates("shapeworld")
@@ -26,7 +22,6 @@ def specs(n_per_subcategory: int, seed: int = 0):
     return [sample_spec(rng, sub) for sub in SUBCATEGORIES for _ in range(n_per_subcategory)]
 
 
-# ------------------------------------------------------------------------------------------- perturbation
 def test_perturb_gives_a_valid_different_spec_of_the_asked_edit():
     rng = np.random.default_rng(1)
     made = collections.Counter()
@@ -116,7 +111,6 @@ def test_check_perturbation_rejects_bad_results():
     assert not ok and reason.startswith("unparseable result")
 
 
-# ------------------------------------------------------------------------------------------- densification
 def test_densify_pair_shares_context_and_differs_only_in_the_binding():
     rng = np.random.default_rng(3)
     with_regions = 0
@@ -179,7 +173,6 @@ def test_check_densified_rejects_unshared_context():
         False, "not realisable")  # the centre has 4 cells
 
 
-# ------------------------------------------------------------------------------------------- decomposition
 def test_decomposition_covers_everything():
     spec = parse_caption("on a gray background, a red circle left of a blue square and two triangles")
     assert tasks.decomposition(spec) == [
@@ -213,7 +206,6 @@ def test_check_decomposition_rejects_incomplete_lists():
     assert not ok and reason.startswith("missing object question: are there two circles")
 
 
-# ------------------------------------------------------------------------------------------- elements, prompts
 def test_elements_and_prompt_task():
     assert tasks.element_list("relations") == ["left of", "right of", "above", "below", "next to"]
     assert tasks.element_list("numbers") == ["one", "two", "three", "four"]
@@ -227,153 +219,3 @@ def test_elements_and_prompt_task():
             assert all(tasks.check_prompt(x, sub) == (True, "ok") for x in examples + [answer])
     assert tasks.check_prompt("a red circle", "color2") == (False, "a color1 prompt, not color2")
     assert not tasks.check_prompt("a red", "color1")[0]
-
-
-# ------------------------------------------------------------------------------------------- mixture
-def test_every_mixture_word_is_in_the_vocabulary():
-    vocab = set(vocabulary()) | set(tasks.EXTRA_WORDS)
-    rng = np.random.default_rng(0)
-    unknown = collections.Counter()
-    texts = []
-    for _ in range(1500):
-        texts.append(mixture.sample_t2i(rng).prompt)
-        vqa = mixture.sample_vqa(rng)
-        texts += [vqa.question, vqa.answer]
-        text = mixture.sample_text(rng)
-        texts += [text.instruction, text.answer]
-    for text in texts:
-        unknown.update(w for w in text.split() if w not in vocab)
-    assert not unknown, unknown.most_common(10)
-    assert any("background ," in t for t in texts) and any(t.endswith("?") for t in texts)
-
-    from ospo.tiny import UNK, build_tokenizer  # the real word-level tokenizer agrees
-
-    tokenizer = build_tokenizer(sorted(vocab))
-    assert all(UNK not in tokenizer.tokenize(t) for t in texts[:600])
-
-
-def test_mixture_is_deterministic():
-    a, b = np.random.default_rng(7), np.random.default_rng(7)
-    for _ in range(20):
-        x, y = mixture.sample_t2i(a), mixture.sample_t2i(b)
-        assert x.prompt == y.prompt and np.array_equal(x.codes, y.codes)
-        v, w = mixture.sample_vqa(a), mixture.sample_vqa(b)
-        assert (v.question, v.answer) == (w.question, w.answer) and np.array_equal(v.image, w.image)
-        assert mixture.sample_text(a) == mixture.sample_text(b)
-
-
-def test_t2i_codes_realise_their_prompt():
-    rng = np.random.default_rng(1)
-    subcategories, dense = set(), 0
-    for _ in range(400):
-        example = mixture.sample_t2i(rng)
-        assert example.codes.shape == (64,) and example.codes.dtype == np.int64
-        spec = parse_caption(example.prompt)
-        scene = codes_to_scene(example.codes)
-        assert score_spec(spec, scene).correct, example.prompt
-        subcategories.add(spec.subcategory)
-        dense += spec.background is not None
-    assert subcategories == set(SUBCATEGORIES)
-    assert 100 < dense < 300
-
-
-def test_vqa_is_balanced_true_and_near_miss():
-    rng = np.random.default_rng(2)
-    kinds, near = collections.Counter(), collections.Counter()
-    n, n_read = 2000, 600
-    for i in range(n):
-        example = mixture.sample_vqa(rng)
-        assert example.image.shape == (128, 128, 3) and example.image.dtype == np.uint8
-        assert example.question.endswith(VQA_SUFFIX)
-        question = parse_question(example.question[:-len(VQA_SUFFIX)])
-        kinds[question.kind, example.answer] += 1
-        if i >= n_read:
-            continue
-        scene = read_scene(example.image)  # the oracle reads renders back exactly
-        assert example.answer == ("yes" if truth(question, scene) else "no"), example.question
-        if example.answer == "no" and question.kind == "exists":
-            near["exists", "no"] += 1
-            near["exists"] += any(o.shape == question.subject.shape for o in scene.objects)
-        if example.answer == "no" and question.kind == "relation":
-            flip = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-            near["relation", "no"] += 1
-            near["relation"] += truth(replace(question, relation=flip.get(question.relation, "next to")), scene)
-    yes = sum(v for (_, a), v in kinds.items() if a == "yes")
-    assert abs(yes / n - 0.5) < 0.03
-    for kind in ("exists", "count", "relation", "background"):
-        assert kinds[kind, "yes"] > 0.04 * n and kinds[kind, "no"] > 0.04 * n, kinds
-    assert near["exists"] > 0.5 * near["exists", "no"]  # mostly a present shape with a wrong attribute
-    assert near["relation"] > 0.3 * near["relation", "no"]  # often the flipped relation of a true one
-
-
-
-def _blind_accuracy(examples, min_count: int = 50) -> float:
-    """Accuracy of answering every question form (`mixture.question_form`) seen at least `min_count` times with its
-    majority answer, over the questions of those forms: what a judge that never looks at the image scores."""
-    from benchmarks.shapeworld_targets import blind_in_sample
-
-    return blind_in_sample([e.question for e in examples], [e.answer == "yes" for e in examples], min_count)
-
-
-def test_balanced_vqa_hides_the_answer_from_the_question_form_and_stays_exact():
-    """The default questions let a blind judge (question form only) score well above chance; the balanced ones
-    do not: every frequent form is answered yes about half the time, and every answer is what the render shows."""
-    rng, plain_rng = np.random.default_rng(5), np.random.default_rng(5)
-    n = 2500
-    balanced = [mixture.sample_vqa(rng, balanced=True) for _ in range(n)]
-    plain = [mixture.sample_vqa(plain_rng) for _ in range(n)]
-    assert _blind_accuracy(plain) > 0.62
-    assert _blind_accuracy(balanced) < 0.55
-    forms = collections.defaultdict(list)
-    for i, e in enumerate(balanced):
-        question = parse_question(e.question[:-len(VQA_SUFFIX)])
-        forms[mixture.question_form(question)].append(e.answer == "yes")
-        if i < 400:
-            assert e.answer == ("yes" if truth(question, read_scene(e.image)) else "no"), e.question
-    frequent = {f: np.mean(v) for f, v in forms.items() if len(v) >= 100}
-    assert len(frequent) >= 6 and all(0.38 < p < 0.62 for p in frequent.values()), frequent
-    kinds = collections.Counter(f[0] for f, v in forms.items() for _ in v)
-    assert all(kinds[k] > 0.05 * n for k in ("exists", "count", "relation", "background")), kinds
-    # shape-only "is there a <shape> ?" asked "no" as often as "yes": the form the shipped model answers blind
-    shape_only = forms["exists", (False, False, False), None, (), None]
-    assert len(shape_only) > 100 and 0.4 < np.mean(shape_only) < 0.6
-
-
-def test_same_form_variant_keeps_the_form_and_changes_a_value():
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        example = mixture.sample_vqa(rng, balanced=True)
-        question = parse_question(example.question[:-len(VQA_SUFFIX)])
-        variant = mixture._same_form_variant(question, rng)
-        assert mixture.question_form(variant) == mixture.question_form(question)
-        assert variant != question
-
-def test_text_mixture_covers_all_tasks_with_exact_answers():
-    rng = np.random.default_rng(3)
-    counts = collections.Counter()
-    n = 1500
-    for _ in range(n):
-        example = mixture.sample_text(rng)
-        head, _, body = example.instruction.partition(" : ")
-        counts[head] += 1
-        if head in EDITS:
-            result = SW.parse_perturbation(example.answer)
-            assert tasks.check_perturbation(body, head, result) == (True, "ok"), example
-        elif head == "dense":
-            positive, negative = body.split(" . ")
-            assert tasks.check_densified(positive, negative, *SW.parse_densified(example.answer)) == (True, "ok")
-        elif head == "questions":
-            assert tasks.check_decomposition(body, SW.parse_questions(example.answer)) == (True, "ok")
-        elif head == "write a new prompt":
-            examples = body.split(" . ")
-            sub = parse_caption(examples[0]).subcategory
-            assert tasks.check_prompt(SW.parse_prompt(example.answer), sub) == (True, "ok")
-        else:
-            assert head.startswith("list ") and head.endswith(" :")
-            kind = {v: k for k, v in SW.tasks["elements"].names.items()}[head[5:-2]]
-            assert SW.parse_elements(example.answer) == tasks.element_list(kind)
-    by_task = {"perturb": sum(counts[e] for e in EDITS), "dense": counts["dense"], "questions": counts["questions"],
-               "prompt": counts["write a new prompt"], "list": n - sum(counts[k] for k in (
-                   *EDITS, "dense", "questions", "write a new prompt"))}
-    assert all(abs(v / n - 0.2) < 0.04 for v in by_task.values()), by_task
-    assert all(counts[e] > 50 for e in EDITS)

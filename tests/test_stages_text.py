@@ -2,6 +2,7 @@
 rejection path, and the shells' resumability, sharding and identity checks, with a scripted fake model."""
 
 import ast
+import json
 import threading
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from ospo.templates import TemplateError, load_templates
 SW = load_templates("shapeworld")
 EVAL_TEXT = sorted(eval_prompt_texts())[0]
 SAMPLING = TextSampling()
+# the shipped shapeworld config's exclusion (the evaluation sets and the dev split), as the stages' tests run with it
+EXCLUDE = f"prompts.exclude_files={json.dumps(load_config('shapeworld').prompts.exclude_files)}"
 
 
 class Crash(RuntimeError):
@@ -66,7 +69,7 @@ def respond(instruction: str, seed: int) -> str:
 
 
 def make_ctx(run_dir, *overrides, model=None, rank=0, world_size=1):
-    ctx = RunContext(Path(run_dir), load_config(None, list(overrides)), rank=rank, world_size=world_size,
+    ctx = RunContext(Path(run_dir), load_config(None, [EXCLUDE, *overrides]), rank=rank, world_size=world_size,
                      progress=False, wait_timeout_s=30)
     ctx._model = model if model is not None else FakeModel(respond)
     return ctx
@@ -125,7 +128,7 @@ def test_example_pool_refreshes_with_accepted_prompts():
 def test_write_round_one_record_per_request():
     outputs = iter(["a teal cross", "", "A teal cross .", EVAL_TEXT, "a blue cross"])
     model = FakeModel(lambda i, s: next(outputs))
-    excluded = prompts.excluded_prompt_keys(load_config(), SW)
+    excluded = prompts.excluded_prompt_keys(load_config("shapeworld").prompts)
     records = prompts.write_round("color1", 3, ["a red circle", "a blue circle", "a green circle"], 5, 7, set(),
                                   excluded, category="attribute", templates=SW, model=model, sampling=SAMPLING,
                                   run_seed=0, num_examples=2)
@@ -188,6 +191,51 @@ def test_in_context_pool_is_refreshed_with_the_models_own_prompts(tmp_path):
     own = {f"a red cross number {s}" for _, s in model.calls[:4]}
     assert own <= set(texts)
     assert all(set(shown) <= own for batch in rounds[2:] for shown in batch)
+
+
+def test_the_shipped_shapeworld_config_excludes_exactly_the_evaluation_and_dev_prompts():
+    """prompts.exclude_files of the shapeworld config: the keys of every evaluation prompt and every dev prompt the
+    code builds, no more; the default config excludes nothing."""
+    from ospo.parsing import prompt_key
+    from ospo.shapeworld.evalsets import dev_split
+
+    held_out = eval_prompt_texts() | {r.prompt for r in dev_split()}
+    assert prompts.excluded_prompt_keys(load_config("shapeworld").prompts) == frozenset(map(prompt_key, held_out))
+    assert prompts.excluded_prompt_keys(load_config().prompts) == frozenset()
+    assert prompts.excluded_prompt_keys(load_config("janus-pro-1b").prompts) == frozenset()
+
+
+def test_exclude_files_read_jsonl_and_text_relative_to_the_config_and_refuse_bad_input(tmp_path, monkeypatch):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "a.jsonl").write_text('{"prompt": "A Red circle ."}\n\n{"prompt": "two squares", "x": 1}\n')
+    (tmp_path / "bench" / "b.txt").write_text("a blue cross\n\n  a green square  \n")
+    config = tmp_path / "run.yaml"
+    config.write_text("prompts:\n  exclude_files: [bench/a.jsonl, bench/b.txt]\n")
+    monkeypatch.chdir(tmp_path / "bench")  # relative paths in a file: from the file's folder, not the working dir
+    cfg = load_config(config)
+    assert cfg.prompts.exclude_files == [str(tmp_path / "bench" / "a.jsonl"), str(tmp_path / "bench" / "b.txt")]
+    assert prompts.excluded_prompt_keys(cfg.prompts) == {"a red circle", "two squares", "a blue cross",
+                                                          "a green square"}
+    assert load_config(None, ["prompts.exclude_files=[b.txt]"]).prompts.exclude_files == [  # --set: working dir
+        str(tmp_path / "bench" / "b.txt")]
+    with pytest.raises(ConfigError, match="prompts.exclude_files: no such file .*nope.txt.*config file"):
+        load_config(None, ["prompts.exclude_files=[nope.txt]"])
+    with pytest.raises(ConfigError, match="no installed package 'ospo.nope'"):
+        load_config(None, ["prompts.exclude_files=['package:ospo.nope/x.txt']"])
+    with pytest.raises(ConfigError, match="prompts.exclude_files must be a list of strings"):
+        load_config(None, ["prompts.exclude_files=b.txt"])
+    (tmp_path / "bench" / "c.jsonl").write_text('{"text": "a red circle"}\n')
+    with pytest.raises(InputError, match="c.jsonl: line 1 has no \"prompt\" string"):
+        prompts.excluded_prompt_keys(load_config(None, ["prompts.exclude_files=[c.jsonl]"]).prompts)
+
+
+def test_the_prompts_stage_identity_records_the_excluded_prompts(tmp_path):
+    """Another set of excluded prompts is another stage output: the directory refuses it."""
+    (tmp_path / "x.txt").write_text("a red circle\n")
+    prompts.run(make_ctx(tmp_path / "run", *IC, f"prompts.exclude_files=[{tmp_path / 'x.txt'}]"))
+    (tmp_path / "x.txt").write_text("a blue circle\n")
+    with pytest.raises(StageMismatch, match="different excluded_prompts"):
+        prompts.run(make_ctx(tmp_path / "run", *IC, f"prompts.exclude_files=[{tmp_path / 'x.txt'}]"))
 
 
 def test_elements_mode(tmp_path):

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 from ospo.config import LoraSettings, TrainConfig
 from ospo.model import JanusAdapter
-from ospo.stages import train as train_mod
-from ospo.stages.train import PairData, TrainingError, batch_rows, learning_rate, train
+from ospo.training import PairData, TrainingError, batch_rows, learning_rate, reference_logps, train
+from ospo.training import loop as loop_mod
 
 FAST = TrainConfig(lr=1e-2, steps=4, batch_size=2, micro_batch_size=1, lora=LoraSettings(r=4, alpha=8),
-                   save_every=2, keep_last=2)
+                   save_every=2, keep_last=2, guidance=1.0)
 
 
 def make_pairs(adapter, n: int) -> PairData:
@@ -86,7 +86,7 @@ def test_guidance_trains_on_the_guided_distribution_and_dpo_references_it(fresh,
     assert abs(guided - cond) > 1e-3
     cfg = dataclasses.replace(FAST, steps=1, batch_size=2, micro_batch_size=2, guidance=3.0, save_every=0,
                               simpo_weight=0.0, copo_weight=0.0, sft_weight=0.0, dpo_weight=1.0)
-    ref_chosen, ref_rejected = train_mod.reference_logps(fresh, data, 2, guidance=3.0)
+    ref_chosen, ref_rejected = reference_logps(fresh, data, 2, guidance=3.0)
     data.reference_chosen, data.reference_rejected = ref_chosen, ref_rejected
     train(fresh, data, cfg, tmp_path, progress=False)
     row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
@@ -127,7 +127,7 @@ def test_resume_continues_the_exact_loss_curve(tiny_dir, tmp_path, monkeypatch):
     train(JanusAdapter.from_pretrained(str(tiny_dir)), make_pairs(FAST_ADAPTER(tiny_dir), 4), cfg, tmp_path / "a",
           progress=False)
     calls = {"n": 0}
-    real = train_mod.objective
+    real = loop_mod.objective
 
     def crash_at_step_5(*args):
         calls["n"] += 1
@@ -135,12 +135,12 @@ def test_resume_continues_the_exact_loss_curve(tiny_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(train_mod, "objective", crash_at_step_5)
+    monkeypatch.setattr(loop_mod, "objective", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train(JanusAdapter.from_pretrained(str(tiny_dir)), make_pairs(FAST_ADAPTER(tiny_dir), 4), cfg, tmp_path / "b",
               progress=False)
     assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-000004"]  # keep_last=1
-    monkeypatch.setattr(train_mod, "objective", real)
+    monkeypatch.setattr(loop_mod, "objective", real)
     summary = train(JanusAdapter.from_pretrained(str(tiny_dir)), make_pairs(FAST_ADAPTER(tiny_dir), 4), cfg,
                     tmp_path / "b", progress=False)
     assert summary["resumed_from"] == 4
@@ -159,7 +159,7 @@ def FAST_ADAPTER(tiny_dir):
 
 
 def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(fresh, tmp_path, monkeypatch):
-    real = train_mod.objective
+    real = loop_mod.objective
     calls = {"n": 0}
 
     def nan_at_step_3(*args):
@@ -167,7 +167,7 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(fresh,
         losses, metrics = real(*args)
         return (losses * float("nan") if calls["n"] > 4 else losses), metrics
 
-    monkeypatch.setattr(train_mod, "objective", nan_at_step_3)
+    monkeypatch.setattr(loop_mod, "objective", nan_at_step_3)
     with pytest.raises(TrainingError, match=r"loss became nan at step 3.*step-000002"):
         train(fresh, make_pairs(fresh, 4), FAST, tmp_path, progress=False)
     assert (tmp_path / "checkpoints" / "step-000002" / "state.json").exists()
@@ -178,6 +178,9 @@ def test_batch_sizes_that_do_not_split_are_refused(fresh, tmp_path):
         train(fresh, make_pairs(fresh, 4), dataclasses.replace(FAST, batch_size=3, micro_batch_size=2), tmp_path)
     with pytest.raises(TrainingError, match="no training pairs"):
         train(fresh, make_pairs(fresh, 0), FAST, tmp_path)
+    with pytest.raises(TrainingError, match="train.guidance is unset"):  # only a RunConfig knows the sampler's
+        train(fresh, make_pairs(fresh, 4), dataclasses.replace(FAST, guidance=None), tmp_path)
+    assert not hasattr(fresh.model, "peft_config")  # refused before the model is touched
 
 
 def test_data_order_and_schedule_are_pure():
@@ -216,3 +219,15 @@ def test_two_gloo_processes_give_the_update_of_one_with_accumulation(tiny_dir, t
     rows_one = [json.loads(r) for r in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     rows_two = [json.loads(r) for r in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert rows_one[-1]["loss"] == pytest.approx(rows_two[-1]["loss"], rel=1e-5)
+
+
+def test_an_empty_lora_target_means_the_adapters_layers(tiny_dir):
+    """train.lora.target_modules "" trains the layers the adapter names (`lora_target_modules`), the default's."""
+    from ospo.training import prepare_model
+
+    trained = []
+    for target in (LoraSettings().target_modules, ""):
+        adapter = JanusAdapter.from_pretrained(str(tiny_dir))
+        prepare_model(adapter, TrainConfig(lora=LoraSettings(r=4, alpha=8, target_modules=target)))
+        trained.append([n for n, p in adapter.model.named_parameters() if p.requires_grad])
+    assert trained[0] and trained[0] == trained[1]

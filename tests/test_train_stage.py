@@ -83,7 +83,8 @@ def test_the_dpo_reference_scores_the_guided_distribution_training_uses(trained_
 
     from ospo.stages import RunContext
     from ospo.stages.select import stage_name as select_name
-    from ospo.stages.train import load_pair_data, reference_logps
+    from ospo.stages.train import load_pair_data
+    from ospo.training import reference_logps
 
     over = ["recipe=dpo", "train.guidance=3.0", *[s for s in SMALL if s != "--set"]]
     assert main(["stage", "train", "--run", str(trained_run), *[a for o in over for a in ("--set", o)]]) == 0
@@ -131,9 +132,9 @@ def test_iterations_train_on_data_from_the_previous_iterations_model(tmp_path, c
 def test_a_full_disk_during_training_names_the_file_and_keeps_checkpoints(trained_run, monkeypatch, capsys):
     import errno
 
-    from ospo.stages import train as train_mod
+    from ospo.training import MetricLog
 
-    real = train_mod.MetricLog.write
+    real = MetricLog.write
     calls = {"n": 0}
 
     def full_disk(self, row):
@@ -142,13 +143,13 @@ def test_a_full_disk_during_training_names_the_file_and_keeps_checkpoints(traine
             raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
         return real(self, row)
 
-    monkeypatch.setattr(train_mod.MetricLog, "write", full_disk)
+    monkeypatch.setattr(MetricLog, "write", full_disk)
     over = ["--set", "recipe=sft-only", *SMALL, "--set", "train.save_every=1"]
     assert main(["stage", "train", "--run", str(trained_run), *over]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "could not write" in err and "log.jsonl: No space left on device" in err
     stage = _train_dir(trained_run, "recipe=sft-only", *[s for s in over[2:] if s != "--set"])
     assert (stage.path / "checkpoints" / "step-000001" / "state.json").exists()
-    monkeypatch.setattr(train_mod.MetricLog, "write", real)
+    monkeypatch.setattr(MetricLog, "write", real)
     assert main(["stage", "train", "--run", str(trained_run), *over]) == 0  # the rerun resumes and finishes
     assert stage.manifest()["resumed_from"] == 1

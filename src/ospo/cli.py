@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from ospo import runtime
+
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, default=None,
@@ -17,8 +19,15 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    + ("" if required else " (default: the shipped ShapeWorld model)"))
     p.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory to apply on top of --model")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--dtype", default=None,
+                   help="float32 | bfloat16 | float16 (default: bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--batch-size", type=int, default=16, help="items per forward pass")
+
+
+def _add_cfg_scale_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = none (default: the checkpoint's, from its generation "
+                        "config; 5 when it has none)")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -29,18 +38,24 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ospo.stages import STAGES  # light: no torch
-
     parser = argparse.ArgumentParser(prog="ospo", description="Object-centric self-improving preference optimisation "
                                      "for unified multimodal models (Janus-Pro).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_model_commands(sub)
+    _add_shapeworld_commands(sub)
+    _add_run_commands(sub)
+    _add_eval_commands(sub)
+    _add_demo_command(sub)
+    return parser
 
+
+def _add_model_commands(sub) -> None:
     p = sub.add_parser("generate", help="text -> images: writes PNGs and the sampled code ids")
     _add_model_args(p)
     p.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for several)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    p.add_argument("--cfg-scale", type=float, default=5.0, help="classifier-free guidance scale (1 = none)")
+    _add_cfg_scale_arg(p)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
@@ -55,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default=" Please answer yes or no.", help="appended to every question")
     p.set_defaults(func=cmd_ask)
 
+
+def _add_shapeworld_commands(sub) -> None:
     sw = sub.add_parser("shapeworld", help="the embedded synthetic world").add_subparsers(dest="sw_command",
                                                                                         metavar="SUBCOMMAND")
     p = sw.add_parser("pretrain", help="pretrain the tiny ShapeWorld Janus (resumable; rerun the same command)",
@@ -74,8 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one stage: override a PretrainConfig field, e.g. --set vq_lr=2e-3 (repeatable)")
     p.set_defaults(func=cmd_shapeworld_pretrain)
 
+
+def _add_run_commands(sub) -> None:
+    from ospo.stages import STAGES  # light: no torch
+
     p = sub.add_parser("run", help="run the OSPO loop (prompts ... select, train) into a run directory")
-    p.add_argument("--config", required=True, help="a YAML config file, or a shipped one: shapeworld, janus-pro-1b, janus-pro-7b")
+    p.add_argument("--config", required=True,
+                   help="a YAML config file, or a shipped one: shapeworld, janus-pro-1b, janus-pro-7b")
     _add_run_args(p)
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--stages", default=None, help="comma-separated subset of: " + ", ".join(STAGES)
@@ -96,13 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
     p.set_defaults(func=cmd_report)
 
+
+def _add_eval_commands(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="eval_command", metavar="BENCHMARK")
     p = ev.add_parser("shapeworld", help="ShapeWorld-GenEval / -CompBench, scored by the exact oracle")
     _add_model_args(p, required=False)
     p.add_argument("--set", default="geneval", choices=["geneval", "compbench"])
     p.add_argument("--images-per-prompt", type=int, default=4)
     p.add_argument("--limit", type=int, default=None, help="first N prompts of every task")
-    p.add_argument("--cfg-scale", type=float, default=None, help="default: the checkpoint's generation config")
+    _add_cfg_scale_arg(p)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -118,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="image k of every prompt uses seed + k")
     p.add_argument("--images-per-prompt", type=int, default=None,
                    help="default: 4 (geneval), 10 (t2i-compbench); dpg-bench: always 4 (one 2x2 grid)")
-    p.add_argument("--cfg-scale", type=float, default=5.0, help="classifier-free guidance scale (1 = none)")
+    _add_cfg_scale_arg(p)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--limit", type=int, default=None, help="first N prompts (of every category)")
     p.add_argument("--category", action="append", default=None, metavar="NAME[,NAME]",
@@ -127,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.set_defaults(func=cmd_eval_export)
 
+
+def _add_demo_command(sub) -> None:
     p = sub.add_parser("demo", help="the whole loop on the shipped ShapeWorld model, with a before/after table")
     p.add_argument("--out", default="runs/demo", help="output (and run) directory; rerun to resume")
     p.add_argument("--config", default="shapeworld", help="config name or YAML path (default: shapeworld)")
@@ -140,17 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=1, help="OSPO iterations before the trained model is evaluated; "
                    "iteration k > 1 runs in OUT/iter-k with the model iteration k - 1 trained (default 1)")
     p.set_defaults(func=cmd_demo)
-    return parser
+
+
+def _cfg_scale(args) -> float:
+    """--cfg-scale, else the checkpoint's default guidance (read before, and without, loading its weights)."""
+    if args.cfg_scale is not None:
+        return args.cfg_scale
+    from ospo.model import checkpoint_default_cfg_scale
+    from ospo.registry import resolve_model_path
+
+    return checkpoint_default_cfg_scale(resolve_model_path(args.model))
 
 
 def load_model(args):
-    import torch
-
     from ospo.model import JanusAdapter
     from ospo.registry import resolve_model_path
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    device = runtime.device(args.device)
+    dtype = runtime.dtype(args.dtype, device)
     return JanusAdapter.from_pretrained(resolve_model_path(args.model), dtype=dtype, device=device,
                                         adapter=args.adapter, batch_size=args.batch_size)
 
@@ -167,7 +200,7 @@ def cmd_generate(args) -> None:
         raise InputError(f"--num-images must be >= 1, got {args.num_images}")
     if any(not p.strip() for p in args.prompt):
         raise InputError("--prompt is empty")
-    sampling = ImageSampling(args.cfg_scale, args.temperature, args.top_k, args.top_p)
+    sampling = ImageSampling(_cfg_scale(args), args.temperature, args.top_k, args.top_p)
     model = load_model(args)
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
@@ -232,7 +265,7 @@ def cmd_shapeworld_pretrain(args) -> None:
 
     from ospo.errors import OspoError
     from ospo.shapeworld.pretrain import pretrain
-    from ospo.shapeworld.recipe import check_out_dir, load_recipe, run_recipe
+    from ospo.shapeworld.pretrain import check_out_dir, load_recipe, run_recipe
 
     one_stage = bool(args.set) or args.vq_steps is not None or args.lm_steps is not None
     if one_stage and args.recipe not in (None, "single"):
@@ -273,14 +306,9 @@ def cmd_eval_shapeworld(args) -> None:
     from ospo.evaluate.shapeworld import evaluate_shapeworld, summary_table
     from ospo.sampling import ImageSampling
 
-    if args.model is None:
-        from ospo.shapeworld import checkpoint_path
-
-        args.model = str(checkpoint_path())
-    model = load_model(args)
-    cfg_scale = args.cfg_scale if args.cfg_scale is not None else (model.janus.generation_config.guidance_scale or 1.0)
-    summary = evaluate_shapeworld(model, args.set, args.out, args.images_per_prompt,
-                                  ImageSampling(cfg_scale=cfg_scale, temperature=args.temperature), args.seed,
+    args.model = args.model or "shapeworld"  # the registered name of the shipped checkpoint
+    sampling = ImageSampling(cfg_scale=_cfg_scale(args), temperature=args.temperature)
+    summary = evaluate_shapeworld(load_model(args), args.set, args.out, args.images_per_prompt, sampling, args.seed,
                                   args.limit)
     print(summary_table(summary))
     print(f"results.json, table.md and contact_sheet.png in {args.out}")
@@ -289,6 +317,7 @@ def cmd_eval_shapeworld(args) -> None:
 def cmd_eval_export(args) -> int:
     from ospo.evaluate.export import export_command
 
+    args.cfg_scale = _cfg_scale(args)  # the export records its settings before any process loads the model
     return export_command(args, load_model)
 
 
@@ -353,7 +382,7 @@ def _run_pipeline(args, run_dir, cfg, names, iteration: int = 1) -> int:
         for name in names:  # fail here, not in every worker, when a stage does not exist
             pipeline.stage_module(name)
         return pipeline.spawn_workers(args.argv, args.num_processes)
-    rank0 = int(os.environ.get("OSPO_RANK", os.environ.get("RANK", 0))) == 0
+    rank0 = runtime.processes().rank == 0
     seconds = {}
 
     def done(folder, manifest, elapsed):

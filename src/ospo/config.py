@@ -1,7 +1,13 @@
 """Run configuration: declared once as frozen dataclasses, loaded from YAML, overridden with `--set a.b=c`.
 
 Unknown keys are errors that name the key and suggest the closest one; values are type-checked; the resolved
-config (with its hash) is written into every stage directory.
+config (with its hash) is written into every stage directory. The loader (ospo.schema) is shared with the other
+configs of ospo (ShapeWorld pretraining's).
+
+Paths of data files (`prompts.exclude_files`) take two forms: `package:NAME/PATH`, a file inside the installed
+Python package NAME (dotted, e.g. `package:ospo.shapeworld/data/dev.jsonl`), which the shipped configs use so that
+they work wherever ospo is installed; or a filesystem path, which, when relative, is read from the folder of the
+config file that names it (from the working directory for `--set`) and is stored absolute in the resolved config.
 """
 
 from __future__ import annotations
@@ -10,19 +16,16 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import types
-import typing
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ospo.errors import OspoError
-
-
-class ConfigError(OspoError, ValueError):
-    """A config file or override that does not fit the schema; the message names the key."""
-
+from ospo.schema import (  # noqa: F401  (also imported from here: the run config's errors and --set parsing)
+    PACKAGE_PREFIX, ConfigError, build_config, data_path, merge_mappings, one_of, parse_override, parse_overrides,
+)
+from ospo.selection import RULES, V2_CHOSEN_THRESHOLD, V2_REJECTED_THRESHOLD, V3_TAU
 
 SHAPEWORLD_COUNTS = {"object1": 6, "object2": 10, "color1": 12, "color2": 24, "texture1": 10, "texture2": 20,
                      "spatial": 30, "numeracy1": 8, "numeracy2": 24, "complex": 30}
@@ -48,13 +51,18 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    mode: str = "in-context"  # "in-context" (v2/v3: the model writes prompts from examples) or "elements" (v1)
+    mode: str = one_of("in-context", "in-context", "elements")  # "in-context" (v2/v3: the model writes prompts
+    # from examples) or "elements" (v1)
     counts: dict = field(default_factory=lambda: dict(SHAPEWORLD_COUNTS))  # prompts per sub-category
     num_examples: int = 2  # in-context examples per request
     refresh_every: int = 2  # batches between refreshes of the example pool with the model's own prompts
     round_size: int = 16  # requests per batch (round) of in-context prompt writing, per sub-category
     oversample: float = 2.0  # requests per wanted prompt (duplicates and malformed outputs are dropped)
     sampling: TextConfig = TextConfig(max_new_tokens=40, temperature=1.0)
+    # files of prompts training must not write (evaluation and dev prompts): a written prompt whose prompt_key
+    # (ospo.parsing) is one of theirs is rejected as "eval-set overlap". `.jsonl`: the "prompt" field of each row;
+    # any other file: one prompt a line. Paths: `package:NAME/PATH` or a filesystem path (module docstring)
+    exclude_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,10 +94,11 @@ class QuestionsConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    rule: str = "v2"  # v1 | v2 | v3 | best-of-n (SILMM-style baseline: best vs worst image of the same prompt)
-    chosen_threshold: float = 0.5  # v2: every s_k of a chosen image above this
-    rejected_threshold: float = -0.5  # v2: some s_k of a rejected image below this
-    v3_tau: float = 0.6  # v3: chosen needs S >= tau
+    rule: str = one_of("v2", *RULES)  # v1 | v2 | v3 | best-of-n (SILMM-style baseline: best vs worst image of the
+    # same prompt)
+    chosen_threshold: float = V2_CHOSEN_THRESHOLD  # v2: every s_k of a chosen image above this
+    rejected_threshold: float = V2_REJECTED_THRESHOLD  # v2: some s_k of a rejected image below this
+    v3_tau: float = V3_TAU  # v3: chosen needs S >= tau
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ class TrainConfig:
     sft_weight: float = 1.5
     dpo_weight: float = 0.0
     dpo_beta: float = 0.1
-    loss_type: str = "sigmoid"  # sigmoid | hinge
+    loss_type: str = one_of("sigmoid", "sigmoid", "hinge")
     label_smoothing: float = 0.0
     object_weighting: bool = False  # v3: SimPO on token weights 1 + alpha * object mask
     alpha: float = 1.0
@@ -123,14 +132,15 @@ class TrainConfig:
     # the image distribution the losses score: 1 = the conditional branch (the paper); s > 1 = the classifier-free
     # guided one the sampler draws from (at temperature 1 without top-k / top-p), log softmax(u + s * (c - u)) with
     # u the unconditional row; both rows get gradients (u with weight 1 - s), and each forward has twice the rows,
-    # so a micro-batch that fits at 1 may need halving
-    guidance: float = 1.0
+    # so a micro-batch that fits at 1 may need halving. Unset (None): the sampler's images.cfg_scale, resolved when
+    # the RunConfig is built, so training scores the distribution the images were drawn from
+    guidance: float | None = None
     # with guidance > 1: true (default) trains both rows (u with weight 1 - s); false lets the gradient flow through
     # the conditional logits only (u still changes indirectly, through the weights both rows share)
     guidance_uncond_grad: bool = True
     lora: LoraSettings = LoraSettings()
     lr: float = 1e-5
-    schedule: str = "constant"  # constant | cosine (after warm-up)
+    schedule: str = one_of("constant", "constant", "cosine")  # constant | cosine (after warm-up)
     warmup_ratio: float = 0.0
     steps: int = 0  # optimizer steps; 0 = `epochs` passes over the pairs
     epochs: float = 1.0
@@ -140,7 +150,7 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     max_grad_norm: float = 1.0
-    bf16: str = "auto"  # auto (on GPU) | true | false: bfloat16 autocast
+    bf16: str = one_of("auto", "auto", "true", "false")  # auto (on GPU) | true | false: bfloat16 autocast
     gradient_checkpointing: bool = False
     save_every: int = 100  # steps between checkpoints (0 = only at the end)
     keep_last: int = 2  # checkpoints kept
@@ -149,6 +159,8 @@ class TrainConfig:
     num_previews: int = 8  # v3 mask previews written
 
     def __post_init__(self):
+        if self.guidance is None:  # RunConfig resolves it (and checks again)
+            return
         if self.guidance < 1:
             raise ConfigError(f"train.guidance must be >= 1 (1 = the conditional branch), got {self.guidance}")
         if not self.guidance_uncond_grad and self.guidance == 1:
@@ -162,7 +174,6 @@ class RunConfig:
     recipe: str = "ospo-v2"  # training preset (ospo/recipes/<name>.yaml): its values sit under the config's own
     chunk_size: int = 32  # items per chunk file: the unit of resuming and sharding (results do not depend on it)
     templates: str = "shapeworld"  # template set name or YAML path
-    exclude_eval_prompts: bool = True  # drop prompts of the ShapeWorld evaluation sets
     model: ModelConfig = ModelConfig()
     prompts: PromptsConfig = PromptsConfig()
     perturb: PerturbConfig = PerturbConfig()
@@ -175,11 +186,18 @@ class RunConfig:
     def __post_init__(self):
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.train.guidance is None:
+            if self.images.cfg_scale < 1:
+                raise ConfigError(f"train.guidance follows images.cfg_scale ({self.images.cfg_scale}) and must be "
+                                  ">= 1: set train.guidance (1 = the conditional branch)")
+            object.__setattr__(self, "train", dataclasses.replace(self.train, guidance=float(self.images.cfg_scale)))
 
 
-_CHOICES = {("prompts", "mode"): ("in-context", "elements"), ("select", "rule"): ("v1", "v2", "v3", "best-of-n"),
-            ("train", "loss_type"): ("sigmoid", "hinge"), ("train", "schedule"): ("constant", "cosine"),
-            ("train", "bf16"): ("auto", "true", "false")}
+# keys that configs may still hold, with what replaced them
+REMOVED_KEYS = {
+    "exclude_eval_prompts": "prompts.exclude_files (files of prompts training must not write; the shipped shapeworld "
+                            "config lists the ShapeWorld evaluation and dev prompts, and no exclusion is the default)",
+}
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 
@@ -197,68 +215,28 @@ def recipe_preset(name: str) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def _check_type(key: str, value, annotation):
-    """Returns value coerced to the annotated type (int -> float allowed), else raises ConfigError."""
-    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing), globals())
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if key.endswith(".bf16") and isinstance(value, bool):  # YAML reads `bf16: false` as a boolean
-        return str(value).lower()
-    if hint in (int, float, str, bool, dict) and not (isinstance(value, hint) and not
-                                                      (hint is int and isinstance(value, bool))):
-        raise ConfigError(f"{key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
+PATH_KEYS = (("prompts", "exclude_files"),)  # config keys holding lists of data file paths
 
 
-def _build(cls, data: dict, prefix: str = ""):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], fields, n=1)
-        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; known keys: {', '.join(fields)}"
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'{hint}")
-    kwargs = {}
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _check_type(f"{prefix}{name}", value, hint)
-        if (prefix.rstrip("."), name) in _CHOICES and kwargs[name] not in _CHOICES[(prefix.rstrip("."), name)]:
-            raise ConfigError(f"{prefix}{name} must be one of {', '.join(_CHOICES[(prefix.rstrip('.'), name)])}, "
-                              f"got {value!r}")
-    return cls(**kwargs)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """`data` with the relative filesystem paths of PATH_KEYS made absolute against `base`."""
+    out = dict(data)
+    for section, key in PATH_KEYS:
+        values = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(values, list):
+            resolved = [os.path.abspath(base / v) if isinstance(v, str) and not v.startswith(PACKAGE_PREFIX) else v
+                        for v in values]
+            out[section] = {**out[section], key: resolved}
     return out
 
 
-def parse_override(text: str) -> dict:
-    """'a.b=c' -> {'a': {'b': c}} with c parsed as YAML (numbers, booleans, lists, null)."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got '{text}'")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
-    return value
+def _check_paths(cfg: "RunConfig") -> None:
+    for section, key in PATH_KEYS:
+        for text in getattr(getattr(cfg, section), key):
+            if not data_path(text).is_file():
+                raise ConfigError(f"{section}.{key}: no such file '{text}' (a relative path is read from the folder of "
+                                  f"the config file naming it, from the working directory for --set; "
+                                  f"{PACKAGE_PREFIX}NAME/PATH names a file inside an installed package)")
 
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -289,9 +267,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must be a mapping")
-    extra: dict = {}
-    for text in overrides:
-        extra = _merge(extra, parse_override(text))
+    if path is not None:
+        data = _resolve_paths(data, config_path(path).parent)
+    extra = _resolve_paths(parse_overrides(overrides), Path.cwd())
     # the recipe's preset sits under the file's values, except when `--set recipe=...` switches recipe: then it
     # replaces the file's values of the keys it sets (a saved run config holds every key) and only --set wins
     recipe = extra.get("recipe", data.get("recipe", RunConfig.recipe))
@@ -299,8 +277,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         raise ConfigError(f"recipe must be str, got {type(recipe).__name__} {recipe!r}")
     preset = recipe_preset(recipe)
     preset.pop("recipe", None)
-    data = _merge(data, preset) if "recipe" in extra else _merge(preset, data)
-    return _build(RunConfig, _merge(data, extra))
+    data = merge_mappings(data, preset) if "recipe" in extra else merge_mappings(preset, data)
+    data = merge_mappings(data, extra)
+    for key, replaced_by in REMOVED_KEYS.items():
+        if key in data:
+            raise ConfigError(f"config key '{key}' is gone: use {replaced_by}; delete '{key}' from the config")
+    cfg = build_config(RunConfig, data)
+    _check_paths(cfg)
+    return cfg
 
 
 def config_dict(cfg) -> dict:

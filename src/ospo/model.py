@@ -1,7 +1,7 @@
 """The model adapter: the only module that knows transformers' Janus internals.
 
-Everything else in ospo talks to a `UnifiedModel` through a handful of batched methods named in the
-pipeline's vocabulary. Janus facts live here: the chat format, the `[cond; uncond]` CFG row layout,
+Everything else in ospo talks to a `UnifiedModel` (ospo.unified) through a handful of batched methods named in
+the pipeline's vocabulary. Janus facts live here: the chat format, the `[cond; uncond]` CFG row layout,
 special token ids, the image-token count and grid, and which head scores image codes.
 
 Conventions
@@ -19,15 +19,16 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 
 from ospo.errors import InputError, ModelLoadError
+from ospo.kv_cache import preallocated_cache
 from ospo.sampling import (ImageSampling, TextSampling, cfg_mix, draw_image_tokens, draw_uniforms,
                            sample_tokens)
+from ospo.unified import ImageTokens, UnifiedModel, YesNo  # noqa: F401  (the contract this adapter implements)
 
 log = logging.getLogger(__name__)
 
@@ -38,48 +39,6 @@ DEFAULT_CFG_SCALE = 5.0  # Janus-Pro's published sampling protocol
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ImageTokens:
-    """Sampled image codes and the conditional log-probability of each. codes: (B, N) int64; logps: (B, N) float32."""
-
-    codes: torch.Tensor
-    logps: torch.Tensor
-
-
-@dataclass(frozen=True)
-class YesNo:
-    """p(yes), p(no) for each question of one image: two (Q,) float32 tensors. score = p_yes - p_no."""
-
-    p_yes: torch.Tensor
-    p_no: torch.Tensor
-
-    @property
-    def score(self) -> torch.Tensor:
-        return self.p_yes - self.p_no
-
-
-class UnifiedModel(Protocol):
-    """What the OSPO loop needs of a unified understanding + generation model."""
-
-    num_image_tokens: int
-    image_size: int
-
-    def generate_text(self, prompts: Sequence[str], seeds: Sequence[int], sampling: TextSampling) -> list[str]: ...
-
-    def generate_image_tokens(self, prompts: Sequence[str], seeds: Sequence[int],
-                              sampling: ImageSampling) -> ImageTokens: ...
-
-    def decode_images(self, codes: torch.Tensor) -> list: ...
-
-    def yes_no_scores(self, images: Sequence, questions: Sequence[Sequence[str]]) -> list[YesNo]: ...
-
-    def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond",
-                          cfg_scale: float = 1.0) -> torch.Tensor: ...
-
-    def object_attention(self, prompts: Sequence[str], codes: torch.Tensor,
-                         words: Sequence[Sequence[str]]) -> list[torch.Tensor]: ...
 
 
 def _check_checkpoint(path: str) -> None:
@@ -172,7 +131,7 @@ class JanusAdapter:
     def default_cfg_scale(self) -> float:
         """The guidance scale a checkpoint samples at unless told otherwise: its generation config's
         `guidance_scale`, else DEFAULT_CFG_SCALE (the published Janus-Pro protocol)."""
-        return float(self.janus.generation_config.guidance_scale or DEFAULT_CFG_SCALE)
+        return _default_cfg_scale(self.janus.generation_config)
 
     @functools.cached_property
     def code_decoder(self):
@@ -188,6 +147,8 @@ class JanusAdapter:
 
     # ---------------------------------------------------------------- what training needs
     LANGUAGE_MODEL_PREFIX = "language_model."  # parameter names of the LM: full fine-tuning trains these alone
+    # every linear projection of the language model (the default of train.lora.target_modules)
+    lora_target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
     def is_language_model_parameter(self, name: str) -> bool:
         """Whether `name` (of `self.model.named_parameters()`) belongs to the language model."""
@@ -312,16 +273,17 @@ class JanusAdapter:
         if guided:
             ids, mask = torch.cat([ids, self.uncond_ids(ids)]), torch.cat([mask, mask])
         uniforms = draw_uniforms(seeds, N).to(ids.device)  # on the device: no host copy per step
-        sdpa = janus.model.language_model.config._attn_implementation == "sdpa"  # a boolean 4-D mask is read as
+        lm, head = janus.model.language_model, janus.model.generation_head
+        sdpa = lm.config._attn_implementation == "sdpa"  # a boolean 4-D mask is read as
         if self.static_decode:  # "attend here" by sdpa alone (eager attention would add it to the scores)
             if not sdpa:
                 raise InputError("static_decode needs sdpa attention (the model's attn_implementation is "
-                                 f"'{janus.model.language_model.config._attn_implementation}')")
+                                 f"'{lm.config._attn_implementation}')")
             from ospo.static_decode import decode_static
 
-            return ImageTokens(*decode_static(janus, ids, mask, B, N, uniforms, sampling, self.decode_bucket,
-                                              graphs=self.cuda_graphs))
-        lm, head = janus.model.language_model, janus.model.generation_head
+            return ImageTokens(*decode_static(lm, janus.get_input_embeddings(),
+                                              janus.prepare_embeddings_for_image_generation, head, ids, mask, B, N,
+                                              uniforms, sampling, self.decode_bucket, graphs=self.cuda_graphs))
         P = ids.shape[1]
         out = lm(inputs_embeds=janus.get_input_embeddings()(ids), attention_mask=mask, use_cache=True,
                  cache=self._decode_cache(P + N))
@@ -359,7 +321,8 @@ class JanusAdapter:
         if codes.ndim != 2 or codes.shape[1] != self.num_image_tokens:
             raise InputError(f"codes must have shape (B, {self.num_image_tokens}), got {tuple(codes.shape)}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-            raise InputError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+            raise InputError(f"codes must lie in [0, {self.codebook_size}), "
+                             f"got [{int(codes.min())}, {int(codes.max())}]")
         decoder = self.code_decoder
         if decoder is not None:  # codes defined by construction decode exactly, without the learned VQ decoder
             return [Image.fromarray(decoder(row)) for row in codes.cpu().numpy()]
@@ -555,82 +518,21 @@ class JanusAdapter:
 
 
 # -------------------------------------------------------------------- helpers
-@functools.cache
-def _preallocated_layer():
-    """The cache layer class of `preallocated_cache` (built on first use: transformers is imported lazily)."""
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        """DynamicLayer that writes new keys/values into a buffer of `capacity` positions (grown by copying only
-        if a sequence outgrows it) and returns views of the filled part."""
-
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity, self._length, self._k, self._v = capacity, 0, None, None
-
-        def _reserve(self, key_states, value_states, needed: int) -> None:
-            if self._k is not None and needed <= self._k.shape[-2]:
-                return
-            size = max(needed, self.capacity, 2 * (self._k.shape[-2] if self._k is not None else 0))
-            k = key_states.new_empty(*key_states.shape[:-2], size, key_states.shape[-1])
-            v = value_states.new_empty(*value_states.shape[:-2], size, value_states.shape[-1])
-            if self._length:
-                k[..., :self._length, :] = self._k[..., :self._length, :]
-                v[..., :self._length, :] = self._v[..., :self._length, :]
-            self._k, self._v = k, v
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self._length + key_states.shape[-2]
-            self._reserve(key_states, value_states, end)
-            self._k[..., self._length:end, :] = key_states
-            self._v[..., self._length:end, :] = value_states
-            self._length = end
-            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
-            return self.keys, self.values
-
-        def _adopt(self) -> None:  # after a base-class edit replaced self.keys / self.values
-            if self.is_initialized and self.keys is not None:
-                self._k, self._v, self._length = self.keys.contiguous(), self.values.contiguous(), self.keys.shape[-2]
-
-        def reset(self) -> None:
-            super().reset()
-            self._length, self._k, self._v = 0, None, None
-
-        def reorder_cache(self, beam_idx) -> None:
-            super().reorder_cache(beam_idx)
-            self._adopt()
-
-        def offload(self) -> None:
-            raise NotImplementedError("the preallocated cache does not offload; use transformers' DynamicCache")
-
-        def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)
-            self._adopt()
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            super().batch_repeat_interleave(repeats)
-            self._adopt()
-
-        def batch_select_indices(self, indices) -> None:
-            super().batch_select_indices(indices)
-            self._adopt()
-
-    return PreallocatedLayer
+def _default_cfg_scale(generation_config) -> float:
+    return float(generation_config.guidance_scale or DEFAULT_CFG_SCALE)
 
 
-def preallocated_cache(config, capacity: int):
-    """A KV cache for the decode loops. transformers' `DynamicCache` concatenates each new token onto every
-    layer's keys and values, re-allocating and copying the whole cache at every step: under `benchmarks.profile`
-    the cache's `aten::cat` dominated a 50M-parameter model's image generation on CPU. This cache writes into
-    buffers sized for the whole sequence and hands attention views of the filled part: the same values, no copies.
-    Every layer is a full-attention layer (Janus' language model is a Llama); not for sliding-window configs.
-    Only for inference (the loops run under no_grad: in-place writes would invalidate views saved for backward)."""
-    from transformers.cache_utils import Cache
+def checkpoint_default_cfg_scale(path: str, revision: str | None = None) -> float:
+    """`JanusAdapter.default_cfg_scale` of the checkpoint at `path` without loading its weights (a checkpoint
+    without a generation config samples at DEFAULT_CFG_SCALE, as it does loaded)."""
+    from transformers import GenerationConfig
 
-    layers = config.get_text_config(decoder=True).num_hidden_layers
-    return Cache(layers=[_preallocated_layer()(capacity) for _ in range(layers)])
+    path = str(path)
+    _check_checkpoint(path)
+    try:
+        return _default_cfg_scale(GenerationConfig.from_pretrained(path, revision=revision))
+    except OSError:  # no generation_config.json
+        return DEFAULT_CFG_SCALE
 
 
 def _check_batch(prompts, seeds):
@@ -700,7 +602,3 @@ def _attach_adapter(model, adapter: str):
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(e).__name__)
         raise ModelLoadError(f"adapter '{adapter}' does not fit this base model: {detail}") from None
-
-
-# kept while callers move to the public name
-JanusAdapter._image_prompt_ids = JanusAdapter.image_prompt_ids

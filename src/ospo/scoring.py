@@ -34,17 +34,23 @@ def image_score(s: Sequence[float] | None) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------ filters
-def v2_chosen(s: Sequence[float] | None, threshold: float = 0.5) -> bool:
+# the rules' default thresholds (the paper's; SelectConfig's defaults are these)
+V2_CHOSEN_THRESHOLD = 0.5  # v2: every s_k of a chosen image above this
+V2_REJECTED_THRESHOLD = -0.5  # v2: some s_k of a rejected image below this
+V3_TAU = 0.6  # v3: chosen needs S >= tau
+
+
+def v2_chosen(s: Sequence[float] | None, threshold: float = V2_CHOSEN_THRESHOLD) -> bool:
     """v2: a positive image may be chosen only if every question is answered yes clearly: all k, s_k > threshold."""
     return bool(s) and all(x > threshold for x in s)
 
 
-def v2_rejected(s: Sequence[float] | None, threshold: float = -0.5) -> bool:
+def v2_rejected(s: Sequence[float] | None, threshold: float = V2_REJECTED_THRESHOLD) -> bool:
     """v2: a negative image may be rejected only if some question is answered no clearly: exists k, s_k < threshold."""
     return bool(s) and any(x < threshold for x in s)
 
 
-def v3_chosen(s: Sequence[float] | None, tau: float = 0.6) -> bool:
+def v3_chosen(s: Sequence[float] | None, tau: float = V3_TAU) -> bool:
     """v3: chosen if S >= tau and at least one answer is yes (some s_k > 0)."""
     score = image_score(s)
     return score is not None and score >= tau and any(x > 0 for x in s)

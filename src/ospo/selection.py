@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ospo.records import Rejected, TrainingPair
-from ospo.scoring import (argmax_by, closest, image_score, v1_gaps, v1_strengths, v2_chosen, v2_rejected, v3_chosen,
-                          v3_rejected)
+from ospo.scoring import (V2_CHOSEN_THRESHOLD, V2_REJECTED_THRESHOLD, V3_TAU, argmax_by, closest, image_score,
+                          v1_gaps, v1_strengths, v2_chosen, v2_rejected, v3_chosen, v3_rejected)
 
 STAGE = "select"
 RULES = ("v1", "v2", "v3", "best-of-n")
@@ -93,7 +93,8 @@ class V2Plan:
                 + [(c.negatives[n], self.chosen) for n in self.contradicted_negatives])
 
 
-def v2_plan(c: Candidates, chosen_threshold: float = 0.5, rejected_threshold: float = -0.5) -> V2Plan | Rejected:
+def v2_plan(c: Candidates, chosen_threshold: float = V2_CHOSEN_THRESHOLD,
+            rejected_threshold: float = V2_REJECTED_THRESHOLD) -> V2Plan | Rejected:
     """Filters (v2) and y_w = argmax S over surviving chosen candidates; Rejected if a side has no survivor."""
     if not c.slots:
         return _drop(c, "no-images")
@@ -145,7 +146,7 @@ def select_v1(c: Candidates) -> TrainingPair | Rejected:
                  global_gap=global_gap, strength=strengths[k], num_pairs=len(kept))
 
 
-def select_v3(c: Candidates, tau: float = 0.6) -> TrainingPair | Rejected:
+def select_v3(c: Candidates, tau: float = V3_TAU) -> TrainingPair | Rejected:
     """Slots whose positive passes the v3 chosen filter and whose negative the v3 rejected filter; highest chosen S."""
     if not c.slots:
         return _drop(c, "no-images")
@@ -175,8 +176,8 @@ def select_best_of_n(c: Candidates) -> TrainingPair | Rejected:
 
 
 # ------------------------------------------------------------------------------------------------ filter statistics
-def filter_stats(candidates: list[Candidates], rule: str, chosen_threshold: float = 0.5,
-                 rejected_threshold: float = -0.5, tau: float = 0.6) -> dict[str, list[int]]:
+def filter_stats(candidates: list[Candidates], rule: str, chosen_threshold: float = V2_CHOSEN_THRESHOLD,
+                 rejected_threshold: float = V2_REJECTED_THRESHOLD, tau: float = V3_TAU) -> dict[str, list[int]]:
     """How many candidates pass the rule's filters: {name: [passed, total]}."""
     pos = [(c, y) for c in candidates for y in c.positives()]
     neg = [(c, y) for c in candidates for y in c.negative_images()]

@@ -64,10 +64,15 @@ def _static_layer():
     return StaticLayer
 
 
+# one function: the captured step closes over the static buffers a CUDA graph records, which must stay put
 @torch.no_grad()
-def decode_static(janus, ids, mask, B: int, N: int, uniforms, sampling, bucket: int = 64, graphs: bool = True):
+def decode_static(lm, embed_tokens, embed_codes, head, ids, mask, B: int, N: int, uniforms, sampling,
+                  bucket: int = 64, graphs: bool = True):
     """Samples N codes for B prompts like `JanusAdapter._generate_image_batch` (same arguments after its CFG
-    stacking: ids/mask are (R, P) with R = 2B when guided), with static step shapes. Returns (codes, logps)."""
+    stacking: ids/mask are (R, P) with R = 2B when guided), with static step shapes. Returns (codes, logps).
+
+    The adapter passes the model's pieces: `lm` the language model (inputs_embeds -> last_hidden_state, with a
+    cache), `embed_tokens` / `embed_codes` the prompt-token and image-code embeddings, `head` the image head."""
     from transformers.cache_utils import Cache
 
     if bucket < 1:
@@ -75,12 +80,11 @@ def decode_static(janus, ids, mask, B: int, N: int, uniforms, sampling, bucket: 
     R, P = ids.shape
     dev = ids.device
     guided = R != B
-    lm, head = janus.model.language_model, janus.model.generation_head
     position = torch.full((1,), P, dtype=torch.long, device=dev)  # where the next key is written
     index = torch.ones((1,), dtype=torch.long, device=dev)  # the code the next step draws
     layer = _static_layer()
     cache = Cache(layers=[layer(P + N, position) for _ in range(lm.config.num_hidden_layers)])
-    out = lm(inputs_embeds=janus.get_input_embeddings()(ids), attention_mask=mask, use_cache=True, cache=cache)
+    out = lm(inputs_embeds=embed_tokens(ids), attention_mask=mask, use_cache=True, cache=cache)
     codes = torch.zeros(B, N, dtype=torch.long, device=dev)
     logps = torch.zeros(B, N, dtype=torch.float32, device=dev)
     keep = torch.cat([mask, mask.new_zeros(R, N)], dim=1).bool()[:, None, None, :]  # (R, 1, 1, P + N)
@@ -99,7 +103,7 @@ def decode_static(janus, ids, mask, B: int, N: int, uniforms, sampling, bucket: 
             c.view = end
         keep.index_fill_(-1, position, True)
         tokens = prev.repeat(2) if guided else prev
-        hidden = lm(inputs_embeds=janus.prepare_embeddings_for_image_generation(tokens[:, None]),
+        hidden = lm(inputs_embeds=embed_codes(tokens[:, None]),
                     attention_mask=keep[..., :end], position_ids=position.view(1, 1), cache=cache,
                     use_cache=True).last_hidden_state[:, -1]
         nxt, lp = draw(hidden, index)

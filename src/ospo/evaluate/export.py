@@ -20,6 +20,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ospo import runtime
 from ospo.artifacts import atomic_write_bytes, atomic_write_text
 from ospo.errors import InputError
 
@@ -300,8 +301,6 @@ def scorer_commands(benchmark: str, out: Path, prompts_path: Path, categories: l
 def export_command(args, load_model) -> int:
     """`ospo eval export`: checks the inputs, spawns --num-processes workers (or runs as one rank), writes, and
     prints the scorer commands. `load_model(args)` loads the adapter from the CLI's model options."""
-    import torch
-
     from ospo.pipeline import spawn_workers
     from ospo.sampling import ImageSampling
 
@@ -314,14 +313,12 @@ def export_command(args, load_model) -> int:
     prompts = read_prompts(bench, args.prompts, categories, args.limit)
     jobs = plan_jobs(bench, prompts, K, args.seed)
     worker = "OSPO_RANK" in os.environ
-    rank = int(os.environ.get("OSPO_RANK", os.environ.get("RANK", 0)))
-    world = int(os.environ.get("OSPO_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
+    procs = runtime.processes()
+    rank, world = procs.rank, procs.world_size
     if args.num_processes > 1 and world > 1 and not worker:
         raise InputError("--num-processes and a distributed launcher (WORLD_SIZE > 1) both shard; use one of them")
-    cuda = torch.cuda.is_available()
-    args.device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if cuda and world > 1 else
-                                  "cuda" if cuda else "cpu")
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    args.device = runtime.device(args.device, procs)
+    args.dtype = runtime.dtype(args.dtype, args.device)
     model_path = Path(args.model).resolve() if Path(args.model).exists() else args.model
     adapter = args.adapter and str(Path(args.adapter).resolve())
     settings = {"benchmark": bench, "model": str(model_path), "adapter": adapter, "dtype": args.dtype,

@@ -6,7 +6,8 @@ every task takes at most half of its distinct prompts (and at most 100): the oth
 available to training, which must not see any evaluation prompt (`eval_prompt_texts`).
 ShapeWorld-CompBench has 100 prompts per category: color (color2), texture (texture2), spatial,
 numeracy (numeracy2) and complex; the 3D-spatial and non-spatial categories do not exist here.
-The shipped files in data/ are exactly what `build_eval_set` returns for the default seed.
+The shipped files in data/ are exactly what `build_eval_set` (geneval.jsonl, compbench.jsonl) and `dev_split`
+(dev.jsonl) return for the default seeds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -172,6 +172,15 @@ def write_eval_sets(directory: Path = DATA_DIR, seed: int = EVAL_SEED) -> list[P
     return paths
 
 
+def write_dev_split(directory: Path = DATA_DIR) -> Path:
+    """Write `dev.jsonl`, the default `dev_split()`, into `directory` (rows as the evaluation sets'); returns the
+    path. The shipped file is what configs list to keep the dev prompts out of training (`prompts.exclude_files`)."""
+    path = Path(directory) / "dev.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(_row(r)) + "\n" for r in dev_split()))
+    return path
+
+
 @lru_cache(maxsize=None)
 def load_eval_set(name: str) -> tuple[EvalPrompt, ...]:
     """The shipped evaluation set `name` ("geneval" or "compbench")."""
@@ -206,89 +215,3 @@ def dev_split(num_per_subcategory: int = 50, seed: int = DEV_SEED) -> tuple[Eval
     return tuple(records)
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    """The score of one generated image: 1.0 / 0.0 for GenEval correctness, or a graded score."""
-
-    prompt_id: str
-    task: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A mean with its bootstrap 95% interval (prompts resampled with replacement)."""
-
-    mean: float
-    low: float
-    high: float
-    num_prompts: int
-    num_images: int
-
-
-@dataclass(frozen=True)
-class Summary:
-    tasks: dict[str, Estimate]
-    overall: Estimate  # unweighted mean of the task means, as GenEval's overall
-
-
-def summarize(results: Iterable[ImageResult], num_resamples: int = 1000, seed: int = 0) -> Summary:
-    """Per-task mean over images and overall mean over tasks, each with a bootstrap 95% interval.
-
-    Each resample draws every task's prompts with replacement (all images of a drawn prompt come
-    along), so the interval reflects which prompts were asked, not only the image noise.
-    """
-    per_prompt: dict[str, dict[str, list[float]]] = {}
-    for r in results:
-        per_prompt.setdefault(r.task, {}).setdefault(r.prompt_id, []).append(float(r.score))
-    if not per_prompt:
-        raise ValueError("no results to summarize")
-    rng = np.random.default_rng(seed)
-    tasks, draws = {}, []
-    for task in sorted(per_prompt):
-        sums = np.array([sum(v) for v in per_prompt[task].values()])  # (P,)
-        counts = np.array([len(v) for v in per_prompt[task].values()])  # (P,)
-        picks = rng.integers(0, len(sums), size=(num_resamples, len(sums)))  # (B, P)
-        means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)  # (B,)
-        low, high = np.percentile(means, [2.5, 97.5])
-        tasks[task] = Estimate(float(sums.sum() / counts.sum()), float(low), float(high), len(sums), int(counts.sum()))
-        draws.append(means)
-    overall_draws = np.mean(draws, axis=0)
-    low, high = np.percentile(overall_draws, [2.5, 97.5])
-    overall = Estimate(
-        float(np.mean([e.mean for e in tasks.values()])), float(low), float(high),
-        sum(e.num_prompts for e in tasks.values()), sum(e.num_images for e in tasks.values()),
-    )
-    return Summary(tasks, overall)
-
-
-def compare(base: Iterable[ImageResult], other: Iterable[ImageResult], num_resamples: int = 1000,
-            seed: int = 0) -> Summary:
-    """Paired bootstrap of `other - base` on the same prompts: per-task and overall differences of the means,
-    each with a 95% interval. Each resample draws every task's prompts with replacement and takes both models'
-    images of the drawn prompts, so the interval reflects prompt sampling and image noise of both."""
-    per_prompt: dict[str, dict[str, list[list[float]]]] = {}
-    for k, results in enumerate((base, other)):
-        for r in results:
-            per_prompt.setdefault(r.task, {}).setdefault(r.prompt_id, [[], []])[k].append(float(r.score))
-    if not per_prompt:
-        raise ValueError("no results to compare")
-    rng = np.random.default_rng(seed)
-    tasks, draws = {}, []
-    for task in sorted(per_prompt):
-        rows = [v for v in per_prompt[task].values() if v[0] and v[1]]
-        if len(rows) != len(per_prompt[task]):
-            raise ValueError(f"task {task}: some prompts were evaluated for one model only")
-        sums = np.array([[sum(a), sum(b)] for a, b in rows])  # (P, 2)
-        counts = np.array([[len(a), len(b)] for a, b in rows])
-        picks = rng.integers(0, len(rows), size=(num_resamples, len(rows)))
-        means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)  # (B, 2)
-        diff = means[:, 1] - means[:, 0]
-        low, high = np.percentile(diff, [2.5, 97.5])
-        delta = float(sums[:, 1].sum() / counts[:, 1].sum() - sums[:, 0].sum() / counts[:, 0].sum())
-        tasks[task] = Estimate(delta, float(low), float(high), len(rows), int(counts[:, 1].sum()))
-        draws.append(diff)
-    low, high = np.percentile(np.mean(draws, axis=0), [2.5, 97.5])
-    overall = Estimate(float(np.mean([e.mean for e in tasks.values()])), float(low), float(high),
-                       sum(e.num_prompts for e in tasks.values()), sum(e.num_images for e in tasks.values()))
-    return Summary(tasks, overall)

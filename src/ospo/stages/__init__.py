@@ -9,7 +9,6 @@ file exists; other ranks wait for the stage's manifest before going on.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,24 +34,23 @@ class RunContext:
 
     @classmethod
     def from_env(cls, run_dir, config: RunConfig, **kw) -> "RunContext":
-        """Rank and world size from `accelerate launch` / torchrun (RANK, WORLD_SIZE) or OSPO_RANK/OSPO_WORLD_SIZE."""
-        rank = int(os.environ.get("OSPO_RANK", os.environ.get("RANK", 0)))
-        world = int(os.environ.get("OSPO_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
-        return cls(Path(run_dir), config, rank, world, **kw)
+        """Rank and world size as the launcher set them (`ospo.runtime.processes`)."""
+        from ospo import runtime
+
+        procs = runtime.processes()
+        return cls(Path(run_dir), config, procs.rank, procs.world_size, **kw)
 
     @property
     def model(self):
         """The model adapter, loaded on first use (stages that need no model never load it)."""
         if self._model is None:
-            import torch
-
             from ospo.model import JanusAdapter
 
             m = self.config.model
-            device = m.device if m.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-            if device == "cuda" and self.world_size > 1:
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
-            dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+            from ospo import runtime
+
+            device = runtime.device(m.device)
+            dtype = runtime.dtype(m.dtype, device)
             self._model = JanusAdapter.from_pretrained(resolve_model_path(m.path), dtype=dtype, device=device,
                                                        adapter=m.adapter, batch_size=m.batch_size)
         return self._model

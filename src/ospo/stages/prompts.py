@@ -15,24 +15,25 @@ Two modes (config.prompts.mode):
 
 Every request or composition ends as one Prompt or one Rejected record. Reasons: the parser's
 ("empty prompt", ...), "duplicate" (the prompt_key of an earlier prompt of the sub-category),
-"eval-set overlap" (a ShapeWorld evaluation or dev prompt, with config.exclude_eval_prompts),
+"eval-set overlap" (a prompt of a file in config.prompts.exclude_files, e.g. an evaluation or dev prompt),
 "missing elements" / "too few elements" (detail: the kind). A failed element list is a Rejected record too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from collections import Counter, defaultdict
-from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ospo import compose
 from ospo.artifacts import atomic_write_text, read_jsonl
-from ospo.config import ConfigError
+from ospo.config import ConfigError, data_path
+from ospo.errors import InputError
 from ospo.parsing import ParseError, normalize_prompt, prompt_key
 from ospo.records import Prompt, Rejected
 from ospo.sampling import TextSampling, item_seed
@@ -127,18 +128,37 @@ def compose_subcategory(subcategory: str, count: int, budget: int, patterns: Seq
 
 
 # ------------------------------------------------------------------------------------------- shell
-def excluded_prompt_keys(config, templates) -> frozenset:
-    """Keys of the ShapeWorld evaluation and dev prompts, which training prompts must avoid (else empty)."""
-    if not config.exclude_eval_prompts or templates.name != "shapeworld":
-        return frozenset()
-    return _shapeworld_held_out_keys()
+def read_prompt_file(source) -> list[str]:
+    """The prompts of one `prompts.exclude_files` entry (a Path or a package resource): the "prompt" field of every
+    row of a `.jsonl` file, else every non-empty line."""
+    try:
+        lines = source.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"prompts.exclude_files: cannot read {source} ({e})") from None
+    if not source.name.endswith(".jsonl"):
+        return [line.strip() for line in lines if line.strip()]
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{source}: line {n} is not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise InputError(f"{source}: line {n} has no \"prompt\" string")
+        texts.append(row["prompt"])
+    return texts
 
 
-@lru_cache(maxsize=1)
-def _shapeworld_held_out_keys() -> frozenset:
-    from ospo.shapeworld.evalsets import dev_split, eval_prompt_texts
+def excluded_prompt_keys(cfg) -> frozenset:
+    """The prompt keys of every prompt in `cfg.exclude_files` (a PromptsConfig): prompts training must not write."""
+    return frozenset(prompt_key(t) for path in cfg.exclude_files for t in read_prompt_file(data_path(path)))
 
-    return frozenset(prompt_key(t) for t in eval_prompt_texts() | {r.prompt for r in dev_split()})
+
+def keys_digest(keys: frozenset) -> dict:
+    """What the stage's identity records of the excluded prompts: their number and a hash of their sorted keys."""
+    return {"count": len(keys), "sha256": hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]}
 
 
 def _budget(cfg, subcategory: str) -> int:
@@ -232,10 +252,10 @@ def _check(cfg, templates) -> None:
 def run(ctx) -> dict:
     cfg = ctx.config.prompts
     _check(cfg, ctx.templates)
-    stage = start(ctx, NAME, [cfg], [], True, exclude_eval_prompts=ctx.config.exclude_eval_prompts)
+    excluded = excluded_prompt_keys(cfg)
+    stage = start(ctx, NAME, [cfg], [], True, excluded_prompts=keys_digest(excluded))
     if stage.complete:
         return stage.manifest()
-    excluded = excluded_prompt_keys(ctx.config, ctx.templates)
     listed = None
     if cfg.mode == "in-context":
         def fill(items: list[str]) -> list:

@@ -30,6 +30,9 @@ import yaml
 
 from ospo.artifacts import atomic_write_text, file_hash
 from ospo.errors import InputError, OspoError
+from ospo.shapeworld.pretrain.config import DATA_VERSION, PretrainConfig, config_fields
+from ospo.shapeworld.pretrain.loop import pretrain
+from ospo.shapeworld.pretrain.surgery import assemble
 
 STAGE_KEYS = ("name", "set", "assemble")
 
@@ -49,18 +52,16 @@ class Recipe:
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("ospo.shapeworld").joinpath("pretrain_recipes").iterdir()
+    return sorted(p.name[:-5] for p in resources.files("ospo.shapeworld.pretrain").joinpath("recipes").iterdir()
                   if p.name.endswith(".yaml"))
 
 
 def load_recipe(name_or_path: str) -> Recipe:
     """A packaged recipe by name (`recipe_names()`) or a YAML file; every mistake is an InputError naming it."""
-    from ospo.shapeworld.pretrain import PretrainConfig, config_fields
-
     path = Path(name_or_path)
     if name_or_path in recipe_names():  # a packaged name wins over a folder of that name (e.g. --out shipped)
         name = name_or_path
-        text = resources.files("ospo.shapeworld").joinpath("pretrain_recipes", f"{name}.yaml").read_text()
+        text = resources.files("ospo.shapeworld.pretrain").joinpath("recipes", f"{name}.yaml").read_text()
     elif path.suffix in (".yaml", ".yml") or "/" in name_or_path or os.sep in name_or_path:
         if not path.is_file():
             raise InputError(f"pretraining recipe {name_or_path}: " +
@@ -133,8 +134,6 @@ def run_recipe(out_dir: str | Path, recipe: Recipe, seed: int = 0, progress=None
     the weights it starts from (so a stage redone upstream is not silently built on). A stage whose record
     differs from what the recipe now asks is refused, naming the difference; deleting that stage's folder (and
     the later ones) redoes it."""
-    from ospo.shapeworld.pretrain import DATA_VERSION, PretrainConfig, assemble, config_fields, pretrain
-
     out = Path(out_dir)
     check_out_dir(out)
     names = [s.name for s in recipe.stages]

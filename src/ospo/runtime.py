@@ -1,0 +1,46 @@
+"""Where this process runs: its rank among the processes of a run, its device and its dtype, resolved in one place.
+
+Launchers announce the process layout in the environment: `accelerate launch` and torchrun set RANK / WORLD_SIZE /
+LOCAL_RANK; `ospo run --num-processes N` sets OSPO_RANK / OSPO_WORLD_SIZE (which win, so a worker it spawns is
+never mistaken for another layout). Unset, the process is rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def processes(env=None) -> Processes:
+    env = os.environ if env is None else env
+    rank = int(env.get("OSPO_RANK", env.get("RANK", 0)))
+    world = int(env.get("OSPO_WORLD_SIZE", env.get("WORLD_SIZE", 1)))
+    return Processes(rank, world, int(env.get("LOCAL_RANK", rank)))
+
+
+def device(requested: str | None = None, procs: Processes | None = None) -> str:
+    """`requested` unless it is empty or "auto": then CUDA when present, else the CPU. Plain "cuda" in a run of
+    several processes means this process's own GPU (`cuda:LOCAL_RANK`)."""
+    if requested and requested not in ("auto", "cuda"):
+        return requested
+    if requested != "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu"
+    procs = procs or processes()
+    return f"cuda:{procs.local_rank}" if procs.world_size > 1 else "cuda"
+
+
+def dtype(requested: str | None, device_name: str) -> str:
+    """`requested` unless it is empty or "auto": then bfloat16 on CUDA, float32 elsewhere."""
+    if requested and requested != "auto":
+        return requested
+    return "bfloat16" if device_name.startswith("cuda") else "float32"

@@ -1,0 +1,24 @@
+"""ospo.runtime: one place resolves rank, device and dtype."""
+
+from ospo import runtime
+
+
+def test_the_process_layout_comes_from_ospos_own_variables_first_then_the_launchers():
+    assert runtime.processes({}) == runtime.Processes(0, 1, 0)
+    assert runtime.processes({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == runtime.Processes(3, 8, 1)
+    both = {"RANK": "3", "WORLD_SIZE": "8", "OSPO_RANK": "1", "OSPO_WORLD_SIZE": "2"}
+    assert runtime.processes(both) == runtime.Processes(1, 2, 1)  # LOCAL_RANK unset: the rank
+
+
+def test_device_and_dtype_resolve_auto_and_keep_what_was_asked(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.device(None) == runtime.device("auto") == "cpu"
+    assert runtime.device("cpu") == "cpu" and runtime.device("cuda:3") == "cuda:3"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.device("auto", runtime.Processes(0, 1, 0)) == "cuda"
+    assert runtime.device("auto", runtime.Processes(5, 8, 1)) == "cuda:1"
+    assert runtime.device("cuda", runtime.Processes(5, 8, 1)) == "cuda:1"
+    assert runtime.dtype(None, "cuda:1") == runtime.dtype("auto", "cuda") == "bfloat16"
+    assert runtime.dtype("auto", "cpu") == "float32" and runtime.dtype("float16", "cpu") == "float16"
