@@ -5,7 +5,7 @@ config (with its hash) is written into every stage directory. The loader (ospo.s
 configs of ospo (ShapeWorld pretraining's).
 
 Paths of data files (`prompts.exclude_files`) take two forms: `package:NAME/PATH`, a file inside the installed
-Python package NAME (dotted, e.g. `package:ospo.shapeworld/data/dev.jsonl`), which the shipped configs use so that
+Python package NAME (dotted, e.g. `package:ospo.shapeworld/data/geneval.jsonl`), which the shipped configs use so that
 they work wherever ospo is installed; or a filesystem path, which, when relative, is read from the folder of the
 config file that names it (from the working directory for `--set`) and is stored absolute in the resolved config.
 """

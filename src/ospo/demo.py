@@ -47,6 +47,16 @@ def _run_iterations(out: Path, cfg, iterations: int, base, seconds: dict):
     return cfg, run_dir
 
 
+def _trained_model(cfg, outputs: dict):
+    """The model the training stage saved: a full model, or the base model with the trained adapter."""
+    from ospo.model import JanusAdapter
+    from ospo.stages import resolve_model_path
+
+    m = cfg.model
+    return JanusAdapter.from_pretrained(outputs["model"] if "model" in outputs else resolve_model_path(m.path),
+                                        dtype="float32", adapter=outputs.get("adapter"), batch_size=m.batch_size)
+
+
 def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", overrides: list[str] = (),
              eval_set: str = "geneval", images_per_prompt: int = 16, limit: int | None = None, seed: int = 0,
              report: bool = True, iterations: int = 1) -> dict:
@@ -83,16 +93,13 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
     print(f"[2/3] {'one OSPO iteration' if iterations == 1 else f'{iterations} OSPO iterations'} ({cfg.recipe}) "
           f"in {out} ...", flush=True)
     cfg, run_dir = _run_iterations(out, cfg, iterations, base, seconds)
-    train_manifest = RunContext(run_dir, cfg, iteration=iterations).stage(stage_name(cfg)).manifest()
-    outputs = train_manifest.get("outputs", {})
+    outputs = RunContext(run_dir, cfg, iteration=iterations).stage(stage_name(cfg)).manifest().get("outputs", {})
 
     print(f"[3/3] evaluating the trained model ({outputs}) on the same prompts and seeds ...", flush=True)
     t0 = time.monotonic()
-    trained = JanusAdapter.from_pretrained(outputs["model"] if "model" in outputs else resolve_model_path(m.path),
-                                           dtype="float32", adapter=outputs.get("adapter"), batch_size=m.batch_size)
     label = cfg.recipe if iterations == 1 else f"{cfg.recipe}-iter-{iterations}"
-    trained_eval = evaluate_reusing(trained, out / "eval" / label, eval_set, images_per_prompt, sampling, seed,
-                                    outputs, limit)
+    trained_eval = evaluate_reusing(_trained_model(cfg, outputs), out / "eval" / label, eval_set, images_per_prompt,
+                                    sampling, seed, outputs, limit)
     seconds["eval_trained"] = time.monotonic() - t0
 
     table, numbers = by_task(results_from_payload(base_eval), results_from_payload(trained_eval), label)

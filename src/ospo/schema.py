@@ -3,7 +3,7 @@ value type-checked, unknown keys named with the closest known one. The run confi
 pretraining's config (ospo.shapeworld.pretrain.config) are both read with it.
 
 Data file paths in a config take two forms: `package:NAME/PATH`, a file inside the installed Python package NAME
-(dotted, e.g. `package:ospo.shapeworld/data/dev.jsonl`), or a filesystem path.
+(dotted, e.g. `package:ospo.shapeworld/data/geneval.jsonl`), or a filesystem path.
 """
 
 from __future__ import annotations

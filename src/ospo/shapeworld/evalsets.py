@@ -7,7 +7,7 @@ available to training, which must not see any evaluation prompt (`eval_prompt_te
 ShapeWorld-CompBench has 100 prompts per category: color (color2), texture (texture2), spatial,
 numeracy (numeracy2) and complex; the 3D-spatial and non-spatial categories do not exist here.
 The shipped files in data/ are exactly what `build_eval_set` (geneval.jsonl, compbench.jsonl) and `dev_split`
-(dev.jsonl) return for the default seeds.
+(dev_prompts.txt) return for the default seeds.
 """
 
 from __future__ import annotations
@@ -173,11 +173,12 @@ def write_eval_sets(directory: Path = DATA_DIR, seed: int = EVAL_SEED) -> list[P
 
 
 def write_dev_split(directory: Path = DATA_DIR) -> Path:
-    """Write `dev.jsonl`, the default `dev_split()`, into `directory` (rows as the evaluation sets'); returns the
-    path. The shipped file is what configs list to keep the dev prompts out of training (`prompts.exclude_files`)."""
-    path = Path(directory) / "dev.jsonl"
+    """Write `dev_prompts.txt`, the prompts of the default `dev_split()` one a line, into `directory`; returns the
+    path. The shipped file is what configs list to keep the dev prompts out of training (`prompts.exclude_files`);
+    the split itself is rebuilt from its seed wherever it is evaluated."""
+    path = Path(directory) / "dev_prompts.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(_row(r)) + "\n" for r in dev_split()))
+    path.write_text("".join(r.prompt + "\n" for r in dev_split()))
     return path
 
 

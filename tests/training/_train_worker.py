@@ -1,4 +1,4 @@
-"""One process of the 2-process gloo training test (tests/test_train.py): trains the tiny Janus on fixed pairs."""
+"""One process of the 2-process gloo training test (tests/training/test_loop.py): trains the tiny Janus on fixed pairs."""
 
 import sys
 
@@ -9,7 +9,7 @@ from ospo.model import JanusAdapter
 from ospo.training import train
 
 sys.path.insert(0, sys.argv[3])
-from test_train import make_pairs  # noqa: E402
+from test_loop import make_pairs  # noqa: E402
 
 torch.set_num_threads(1)
 model_dir, out_dir, _, micro = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

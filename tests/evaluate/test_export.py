@@ -14,7 +14,7 @@ from ospo.cli import main
 from ospo.errors import InputError
 from ospo.evaluate import export
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = next((p for p in (Path(os.environ.get("OSPO_BENCHMARKS", "/nonexistent")), ROOT / "shared" / "benchmarks",
                           Path("/work/shared/benchmarks")) if p.is_dir()), None)
 pytestmark = pytest.mark.skipif(BENCH is None, reason="benchmark prompt files not found (set OSPO_BENCHMARKS to the "

@@ -1,6 +1,5 @@
 """Fixed evaluation sets, the dev split and bootstrap summaries."""
 
-import json
 import math
 from collections import Counter
 
@@ -25,11 +24,10 @@ def test_shipped_files_are_exactly_what_the_generator_writes(tmp_path):
 
 
 def test_shipped_dev_split_is_exactly_what_the_code_builds(tmp_path):
-    """data/dev.jsonl (which the shapeworld config's prompts.exclude_files lists) is the default `dev_split()`."""
+    """data/dev_prompts.txt (which the shapeworld config's prompts.exclude_files lists) is the default `dev_split()`."""
     path = write_dev_split(tmp_path)
-    assert path.read_bytes() == (DATA_DIR / "dev.jsonl").read_bytes()
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["prompt"] for r in rows] == [r.prompt for r in dev_split()]
+    assert path.read_bytes() == (DATA_DIR / "dev_prompts.txt").read_bytes()
+    assert path.read_text().splitlines() == [r.prompt for r in dev_split()]
 
 
 def test_loaded_sets_match_the_generator():

@@ -1,5 +1,5 @@
 """ShapeWorld text tasks (perturb, densify, decompose, elements, prompts) and their checkers (the pretraining mixture
-built from them: test_shapeworld_pretrain_data.py)."""
+built from them: tests/shapeworld/pretrain/test_data.py)."""
 
 import collections
 

@@ -235,10 +235,10 @@ def test_cli_refuses_mixing_a_recipe_with_one_stage_flags_and_the_two_kinds_of_r
 def test_one_stage_flags_build_the_config_at_once():
     import argparse
 
-    from ospo.cli import _pretrain_config
+    from ospo.shapeworld.pretrain.command import config_from_args
 
     args = argparse.Namespace(seed=3, set=["vq_stop_at=1600", "threads=1"], vq_steps=7000, lm_steps=0)
-    cfg = _pretrain_config(args)
+    cfg = config_from_args(args)
     assert (cfg.seed, cfg.vq_steps, cfg.vq_stop_at, cfg.threads, cfg.lm_steps) == (3, 7000, 1600, 1, 0)
 
 
@@ -249,7 +249,8 @@ def test_the_shipped_recipe_is_the_commands_the_checkpoint_says_made_it():
     import re
     import shlex
 
-    from ospo.cli import _pretrain_config, build_parser
+    from ospo.cli import build_parser
+    from ospo.shapeworld.pretrain.command import config_from_args
 
     made = json.loads(importlib.resources.files("ospo.shapeworld").joinpath("checkpoint", "pretrain.json")
                       .read_text())["how_it_was_made"]
@@ -264,7 +265,7 @@ def test_the_shipped_recipe_is_the_commands_the_checkpoint_says_made_it():
         assert args.out == name  # each command ran into a folder named after its stage
         if name == "vq-decoder":
             assert fields.pop("vq_stop_at") == 1600 and fields.pop("vision_steps") == 0
-        ran = _pretrain_config(args)
+        ran = config_from_args(args)
         assert PretrainConfig(**{**fields, "init_from": ran.init_from}) == ran, name
         assert bool(fields.get("init_from")) == bool(ran.init_from)
 
