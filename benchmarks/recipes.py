@@ -73,7 +73,8 @@ def main(argv=None) -> None:
     from ospo.evaluate.compare import Row, by_model, results_from_payload
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
-    from ospo.stages import RunContext, resolve_model_path
+    from ospo.registry import resolve_model_path
+    from ospo.stages import RunContext
     from ospo.stages.train import stage_name
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

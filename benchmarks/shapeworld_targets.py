@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ospo.evaluate import shapeworld as sw_eval
+from ospo.shapeworld import evaluate as sw_scoring
 from ospo.evaluate.compare import ImageResult, summarize
 from ospo.model import JanusAdapter
 from ospo.sampling import ImageSampling, TextSampling, item_seed
@@ -65,7 +66,7 @@ def vqa_held_out(model, num: int, balanced: bool = False) -> tuple[float, dict[s
     examples = [mixture.sample_vqa(rng, balanced=balanced) for _ in range(num)]
     questions = [parse_question(e.question.split("?")[0] + "?") for e in examples]
     kinds = [q.kind for q in questions]
-    margins, truth = sw_eval.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
+    margins, truth = sw_scoring.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
                                          [[e.question] for e in examples], [[e.answer] for e in examples])
     hits = (margins > 0) == truth
     by_kind = {f"{k} questions": float(np.mean(hits[np.asarray(kinds) == k])) for k in sorted(set(kinds))}
@@ -134,7 +135,7 @@ def relation_sets(model, num: int) -> dict[str, float]:
     sets["vqa relation"] = rows
     out = {}
     for kind, examples in sets.items():
-        margins, truth = sw_eval.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
+        margins, truth = sw_scoring.vqa_margins(model, [Image.fromarray(e.image) for e in examples],
                                              [[e.question] for e in examples], [[e.answer] for e in examples])
         out[kind] = float(np.mean((margins > 0) == truth))
     return out
@@ -144,7 +145,7 @@ def judge_rows(margins: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Accuracy on true-yes and true-no pairs, and the ranking AUC (blind to a yes/no bias)."""
     hits = (margins > 0) == truth
     return {"true yes": float(np.mean(hits[truth])), "true no": float(np.mean(hits[~truth])),
-            "AUC (ranking)": sw_eval.roc_auc(margins, truth)}
+            "AUC (ranking)": sw_scoring.roc_auc(margins, truth)}
 
 
 def _interleaved(records) -> list:
@@ -162,9 +163,7 @@ def text_tasks(model, templates, num: int) -> tuple[float, float, dict]:
 
     Each prompt is asked for every distinct edit of its negative slots (`tasks.perturbation_slots`), i.e. what
     the negative stage asks: never a swap of a one-clause prompt, which no answer satisfies. The prompts are taken
-    in turn from the split's sub-categories (`_interleaved`), so every `num` covers them all. (Until 2026-12-01 the
-    measure took the split's first `num` prompts, one edit each by position: at 100, no numeracy2 or complex
-    prompt, and the edit of a prompt changed with its place in the list.)
+    in turn from the split's sub-categories (`_interleaved`), so every `num` covers them all.
     """
     records = _interleaved(evalsets.dev_split(20))[:num]
     asked = [(r, e) for r in records for e in dict.fromkeys(tasks.perturbation_slots(r.spec))]
@@ -214,10 +213,10 @@ def main():
 
     clean, decoded = oracle_accuracy(model, args.scenes)
     records = list(evalsets.load_eval_set("geneval"))
-    scored, images = sw_eval.generate_and_score(model, records, args.images_per_prompt, sampling)
+    scored, images = sw_scoring.generate_and_score(model, records, args.images_per_prompt, sampling)
     summary = summarize([ImageResult(s.prompt_id, s.task, s.score) for s in scored])
-    own_questions, own_answers = sw_eval.own_image_questions(records, scored, images, templates.vqa)
-    own_margins, own_truth = sw_eval.vqa_margins(model, images, own_questions, own_answers)
+    own_questions, own_answers = sw_scoring.own_image_questions(records, scored, images, templates.vqa)
+    own_margins, own_truth = sw_scoring.vqa_margins(model, images, own_questions, own_answers)
     own = float(np.mean((own_margins > 0) == own_truth))
     renders, render_rows = vqa_held_out(model, args.vqa)
     balanced, balanced_rows = vqa_held_out(model, args.vqa, balanced=True)

@@ -11,6 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ospo.shapeworld import pretrain
+from ospo.shapeworld.pretrain.config import _autocast
+from ospo.shapeworld.pretrain.state import _optimizer_step
+from ospo.shapeworld.pretrain.surgery import _reinit
+from ospo.shapeworld.pretrain.vision import _cell_batch
 
 
 def cell_position_code(width: int, grid: int = 8) -> torch.Tensor:
@@ -49,7 +53,7 @@ def train_aligner(model, processor, cfg: pretrain.PretrainConfig, state_dir: Pat
     torch.manual_seed(cfg.seed)
     for module in aligner.modules():
         if isinstance(module, torch.nn.Linear):
-            pretrain._reinit(model, module)
+            _reinit(model, module)
     words = pretrain.word_targets(model, processor.tokenizer)
     opt = torch.optim.AdamW(list(aligner.parameters()) + (list(vision.parameters()) if train_vision else []),
                             lr=cfg.vision_lr, weight_decay=0.0)
@@ -57,11 +61,11 @@ def train_aligner(model, processor, cfg: pretrain.PretrainConfig, state_dir: Pat
     vision.requires_grad_(train_vision)
     loss = torch.tensor(0.0)
     for step in range(cfg.align_steps):
-        pixels, target = pretrain._cell_batch(processor, cfg, 4, step)
-        with torch.set_grad_enabled(train_vision), pretrain._autocast(cfg):
+        pixels, target = _cell_batch(processor, cfg, 4, step)
+        with torch.set_grad_enabled(train_vision), _autocast(cfg):
             features = vision(pixel_values=pixels).last_hidden_state
         goal = aligned_tokens(words, target, float(position))
         loss = (aligner(features.float()) - goal).pow(2).mean() / goal.pow(2).mean()
-        pretrain._optimizer_step(opt, loss, "align", step)
+        _optimizer_step(opt, loss, "align", step)
     vision.zero_grad(set_to_none=True)
     return {"align_rel_mse": float(loss.item())}

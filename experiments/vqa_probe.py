@@ -17,7 +17,7 @@ of 64? `--tokens` picks the image tokens:
   sums' mean norm): exact tokens that also say where the cell is, which the aligner's tokens do not;
 - `realign`: the aligner re-trained first so that its tokens approximate `words` from pixels (the
   `align_target=words` phase of pretraining, `--align-steps` steps); `realign+position` towards `words+position`
-  (`align_target=words+position`).
+  (`experiments.aligner`, which keeps that target outside the package).
 `--copies N` draws the training object in N cells at step 0, shrinking to 1 by 70% of the steps (the
 `vqa_curriculum_steps` schedule of pretraining); 1 = no curriculum. Evaluation always uses one copy.
 `--name-steps K` first trains K steps on naming the object's colour ("what color is the circle ?", answered

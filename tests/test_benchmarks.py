@@ -105,7 +105,7 @@ def test_relation_sets_are_exact_about_their_renders_and_balanced():
     """A judge that answers from the oracle's reading of the pixels scores 1 on every relation set; one that
     always says yes scores about one half: the sets' answers are true of their images and balanced."""
     from benchmarks.shapeworld_targets import RELATION_SETS, relation_sets
-    from ospo.model import YesNo
+    from ospo.unified import YesNo
     from ospo.shapeworld import oracle
     from ospo.shapeworld.questions import answer_question
 

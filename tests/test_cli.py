@@ -74,3 +74,20 @@ def test_generate_samples_at_the_checkpoints_default_scale_unless_told(tiny_dir,
                      "--out", str(tmp_path / name)]) == 0
         codes[name] = load_codes(tmp_path / name / "codes.safetensors")["00000"]
     assert np.array_equal(codes["default"], codes["2"]) and not np.array_equal(codes["default"], codes["5"])
+
+
+def test_the_shipped_models_name_works_for_generate_and_samples_it_at_its_own_scale(tmp_path):
+    """`--model shapeworld` (a name registered under `ospo.checkpoints`) loads the shipped model, and without
+    --cfg-scale samples at its scale, 3, as `ospo eval shapeworld` and the demo do."""
+    assert main(["generate", "--model", "shapeworld", "--prompt", "a red circle", "--seed", "1",
+                 "--out", str(tmp_path / "named")]) == 0
+    assert main(["generate", "--model", "shapeworld", "--prompt", "a red circle", "--seed", "1", "--cfg-scale", "3",
+                 "--out", str(tmp_path / "three")]) == 0
+    named = load_codes(tmp_path / "named" / "codes.safetensors")["00000"]
+    assert np.array_equal(named, load_codes(tmp_path / "three" / "codes.safetensors")["00000"])
+    assert (tmp_path / "named" / "images.jsonl").is_file()
+
+
+def test_a_missing_model_path_names_the_registered_checkpoints(tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "named checkpoints: shapeworld" in capsys.readouterr().err

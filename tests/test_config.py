@@ -1,6 +1,7 @@
 import pytest
 
-from ospo.config import ConfigError, RunConfig, config_hash, load_config, parse_override
+from ospo.config import RunConfig, config_hash, load_config
+from ospo.schema import ConfigError, parse_override
 
 
 def test_defaults_file_and_overrides_merge(tmp_path):

@@ -163,6 +163,9 @@ def _product_files():
     yield from (p for p in MANUAL if "experiments" not in p.relative_to(ROOT / "docs").parts)
 
 
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+
+
 def test_nothing_outside_docs_experiments_narrates_history():
     found = {}
     for path in _product_files():
@@ -170,6 +173,10 @@ def test_nothing_outside_docs_experiments_narrates_history():
         if path.name == "tokenizer.json":
             continue
         hits = _history_in(text)
+        if path.suffix in (".py", ".yaml") or path.name == "README.md" and path.parent == ROOT:
+            # code, configs and the guide state the present; dated records live in docs/results.md, the
+            # experiments and the changelog (the tag that keeps the notebook's code is a name, not a date)
+            hits += [d for d in DATE.findall(text.replace("notebook-2026-12-07", ""))]
         if hits:
             found[str(path.relative_to(ROOT))] = sorted(set(hits))[:5]
     assert not found, found

@@ -230,7 +230,8 @@ def test_relation_probe_lm_path_equals_the_full_model_with_the_same_image_tokens
 
     from experiments import aligner, relation_probe
     from ospo.model import JanusAdapter
-    from ospo.shapeworld import checkpoint_path, mixture, tasks
+    from ospo.shapeworld import checkpoint_path, tasks
+    from ospo.shapeworld.pretrain import mixture
     from ospo.shapeworld import codes as world_codes
     from ospo.shapeworld.render import render
 
@@ -282,3 +283,28 @@ def test_the_words_and_position_target_is_the_word_sum_plus_each_cells_own_code(
     code = cell_position_code(16)
     assert torch.allclose(placed - plain, (code * words.norm(dim=-1).mean())[None], atol=1e-6)
     assert len({tuple(row.tolist()) for row in code}) == 64 and torch.allclose(code.norm(dim=-1), torch.ones(64))
+
+
+def test_the_words_and_position_aligner_learns_its_target_and_the_tower_trains_only_when_asked(tmp_path):
+    """experiments.aligner: the "words+position" align phase lowers its relative error (0.55 vs 1.0 after one step
+    on this small model), and `train_vision` decides whether the vision tower moves."""
+    from dataclasses import replace
+
+    from experiments.aligner import train_aligner
+    from ospo.shapeworld.pretrain import PretrainConfig, shapeworld_spec
+    from ospo.shapeworld.world import vocabulary
+    from ospo.tiny import build_tiny_janus
+
+    spec = replace(shapeworld_spec(), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                   vision_hidden_size=32, vision_layers=1)
+    cfg = PretrainConfig(vision_batch=2, align_target="words", threads=torch.get_num_threads())
+    losses, moved = {}, {}
+    for steps, tower in ((1, False), (40, False), (40, True)):
+        model, processor = build_tiny_janus(spec, vocabulary())
+        before = {k: v.clone() for k, v in model.model.vision_model.state_dict().items()}
+        losses[steps, tower] = train_aligner(model, processor, replace(cfg, align_steps=steps), tmp_path,
+                                             position=True, train_vision=tower)["align_rel_mse"]
+        after = model.model.vision_model.state_dict()
+        moved[steps, tower] = any(not torch.equal(before[k], after[k]) for k in before)
+    assert losses[40, False] < 0.7 * losses[1, False]
+    assert moved == {(1, False): False, (40, False): False, (40, True): True}

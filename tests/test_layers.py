@@ -8,9 +8,10 @@ from pathlib import Path
 import ospo
 
 SRC = Path(ospo.__file__).parent
-# the loop, the adapter and the math they use: none of it may import ospo.shapeworld
-LOOP = ("ospo.stages", "ospo.pipeline", "ospo.training", "ospo.model", "ospo.losses", "ospo.selection", "ospo.sampling",
-        "ospo.scoring")
+# the only modules outside ospo.shapeworld that may import it: the entry points that offer the shipped world by name
+# (CLI, demo) and the harness that evaluates a model on it; everything else (the loop, the adapter, configs,
+# training, the report...) must not
+MAY_IMPORT_THE_WORLD = ("ospo.cli", "ospo.demo", "ospo.evaluate.shapeworld")
 # the pure world: scenes, text, rendering, the oracle, the evaluation sets, the text tasks (no model, no torch)
 PURE_WORLD = tuple(f"ospo.shapeworld.{m}" for m in ("world", "captions", "sampler", "render", "oracle", "evalsets",
                                                      "questions", "codes", "edits", "tasks"))
@@ -53,7 +54,8 @@ def within(name: str, prefix: str) -> bool:
 
 
 def test_the_loop_and_the_adapter_never_import_the_synthetic_world():
-    bad = sorted((m, i) for m, imports in MODULES.items() if any(within(m, p) for p in LOOP)
+    bad = sorted((m, i) for m, imports in MODULES.items()
+                 if not within(m, "ospo.shapeworld") and not any(within(m, p) for p in MAY_IMPORT_THE_WORLD)
                  for i in imports if within(i, "ospo.shapeworld"))
     assert not bad, f"the loop imports ospo.shapeworld: {bad}"
     assert any(within(m, "ospo.stages") for m in MODULES)  # the parse found the modules it guards

@@ -76,11 +76,12 @@ def _add_shapeworld_commands(sub) -> None:
                                                                                         metavar="SUBCOMMAND")
     p = sw.add_parser("pretrain", help="pretrain the tiny ShapeWorld Janus (resumable; rerun the same command)",
                       description="Without stage flags, runs a recipe of pretraining stages (default 'shipped': "
-                                  "the chain of stages that made the shipped checkpoint, ~3 hours on 2 CPU cores). "
+                                  "the chain of stages that made the shipped checkpoint: 3-5 hours on 2 CPU cores, `python -m "
+                                  "benchmarks.pretrain_speed` predicts it for this machine). "
                                   "With --vq-steps, --lm-steps or --set, runs that one stage from PretrainConfig's "
                                   "defaults.")
     p.add_argument("--out", required=True, help="checkpoint directory (resumes if it holds an unfinished run)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds every random draw of every stage (default 0)")
     p.add_argument("--recipe", default=None, metavar="NAME|FILE.yaml",
                    help="stages to run: a packaged recipe (shipped) or a YAML file; 'single' = one stage from the "
                         "flags below (implied by them)")

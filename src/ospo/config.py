@@ -22,9 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from ospo.schema import (  # noqa: F401  (also imported from here: the run config's errors and --set parsing)
-    PACKAGE_PREFIX, ConfigError, build_config, data_path, merge_mappings, one_of, parse_override, parse_overrides,
-)
+from ospo.schema import PACKAGE_PREFIX, ConfigError, build_config, data_path, merge_mappings, one_of, parse_overrides
 from ospo.selection import RULES, V2_CHOSEN_THRESHOLD, V2_REJECTED_THRESHOLD, V3_TAU
 
 SHAPEWORLD_COUNTS = {"object1": 6, "object2": 10, "color1": 12, "color2": 24, "texture1": 10, "texture2": 20,

@@ -50,7 +50,7 @@ def _run_iterations(out: Path, cfg, iterations: int, base, seconds: dict):
 def _trained_model(cfg, outputs: dict):
     """The model the training stage saved: a full model, or the base model with the trained adapter."""
     from ospo.model import JanusAdapter
-    from ospo.stages import resolve_model_path
+    from ospo.registry import resolve_model_path
 
     m = cfg.model
     return JanusAdapter.from_pretrained(outputs["model"] if "model" in outputs else resolve_model_path(m.path),
@@ -70,7 +70,8 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
     from ospo.evaluate.shapeworld import evaluate_reusing
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling
-    from ospo.stages import RunContext, resolve_model_path
+    from ospo.registry import resolve_model_path
+    from ospo.stages import RunContext
     from ospo.stages.train import stage_name
 
     if iterations < 1:
@@ -110,10 +111,7 @@ def run_demo(out_dir: str | Path = "runs/demo", config: str = "shapeworld", over
             "summary": numbers, "seconds": seconds, "outputs": outputs}
     atomic_write_text(out / "demo.json", json.dumps(info, indent=1))
     if report:
-        try:
-            from ospo.report import write_report
+        from ospo.report import write_report
 
-            info["report"] = str(write_report(out))
-        except ImportError:  # the report module is optional for the demo's numbers
-            pass
+        info["report"] = str(write_report(out))
     return {"table": table, **info}

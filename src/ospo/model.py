@@ -26,16 +26,14 @@ import torch
 
 from ospo.errors import InputError, ModelLoadError
 from ospo.kv_cache import preallocated_cache
-from ospo.sampling import (ImageSampling, TextSampling, cfg_mix, draw_image_tokens, draw_uniforms,
-                           sample_tokens)
-from ospo.unified import ImageTokens, UnifiedModel, YesNo  # noqa: F401  (the contract this adapter implements)
+from ospo.sampling import (DEFAULT_CFG_SCALE, ImageSampling, TextSampling, cfg_mix, draw_image_tokens,
+                           draw_uniforms, sample_tokens)
+from ospo.unified import ImageTokens, YesNo
 
 log = logging.getLogger(__name__)
 
 VQA_ROWS = 128  # questions per self-VQA forward: the demo's score stage on the shipped model took 76 s at 128, 103 s
-# at 512 and 121 s with no bound at 128 images a batch (benchmarks/README.md); it also bounds memory at scale
-
-DEFAULT_CFG_SCALE = 5.0  # Janus-Pro's published sampling protocol
+# at 512 and 121 s with no bound at 128 images a batch (docs/experiments/speed.md); it also bounds memory at scale
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -47,7 +45,9 @@ def _check_checkpoint(path: str) -> None:
     if not p.exists():
         if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
             return  # a hub id ("owner/name"): transformers resolves it (offline: from the local cache)
-        raise ModelLoadError(f"model path '{path}' does not exist")
+        from ospo.registry import checkpoint_names
+
+        raise ModelLoadError(f"model path '{path}' does not exist (named checkpoints: {', '.join(checkpoint_names())})")
     if not p.is_dir():
         raise ModelLoadError(f"model path '{path}' is a file; give the checkpoint directory")
     config = p / "config.json"

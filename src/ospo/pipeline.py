@@ -22,7 +22,8 @@ from typing import Callable
 import yaml
 
 from ospo.artifacts import atomic_write_text
-from ospo.config import ConfigError, RunConfig, config_dict, load_config
+from ospo.config import RunConfig, config_dict, load_config
+from ospo.schema import ConfigError
 from ospo.errors import OspoError
 from ospo.scoring import histogram
 from ospo.stages import STAGES, RunContext

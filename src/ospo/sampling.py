@@ -11,11 +11,15 @@ from dataclasses import dataclass
 import torch
 
 
+DEFAULT_CFG_SCALE = 5.0  # Janus-Pro's published sampling protocol; a checkpoint's own scale comes first
+# (JanusAdapter.default_cfg_scale)
+
+
 @dataclass(frozen=True)
 class ImageSampling:
     """How image tokens are drawn."""
 
-    cfg_scale: float = 5.0  # guidance: logits = uncond + cfg_scale * (cond - uncond); 1 = no guidance
+    cfg_scale: float = DEFAULT_CFG_SCALE  # guidance: logits = uncond + cfg_scale * (cond - uncond); 1 = no guidance
     temperature: float = 1.0  # 0 = greedy (argmax)
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off

@@ -1,7 +1,7 @@
 """Image-token decoding with static shapes, so that each decode step can be replayed as one CUDA graph.
 
 Why: on a GPU the eager decode loop is launch-bound. A profile of random Janus-Pro-7B on an H200
-(`benchmarks/README.md`, `benchmarks.gpu`) counted over 1,100 kernel launches per token and, under the profiler,
+(`benchmarks.gpu`, docs/experiments/speed.md) counted over 1,100 kernel launches per token and, under the profiler,
 25-35 ms of host time per step against 6-11 ms of kernels at batch 1-64 (unprofiled, batch 1 took 21.7 ms a
 step). A CUDA graph replays a whole step with one launch, but only a step whose tensor shapes and addresses never
 change.

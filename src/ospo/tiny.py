@@ -178,6 +178,8 @@ def build_tiny_janus(spec: TinyJanusSpec = TinyJanusSpec(), words=(), seed: int 
     import torch
     from transformers import GenerationConfig, JanusForConditionalGeneration
 
+    from ospo.sampling import DEFAULT_CFG_SCALE
+
     tokenizer = build_tokenizer(list(BASE_WORDS) + list(words) + list(spec.extra_words))
     config = build_config(tokenizer, spec)
     torch.manual_seed(seed)
@@ -187,7 +189,7 @@ def build_tiny_janus(spec: TinyJanusSpec = TinyJanusSpec(), words=(), seed: int 
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        guidance_scale=5.0,
+        guidance_scale=DEFAULT_CFG_SCALE,
         temperature=1.0,
         generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(BOI)},
     )

@@ -44,6 +44,9 @@ class UnifiedModel(Protocol):
     image_size: int
     batch_size: int  # items per forward pass
     model: torch.nn.Module  # the trained network (training wraps it with LoRA in place)
+    tokenizer: object  # the checkpoint's tokenizer and processor (chat template, image preprocessing)
+    processor: object
+    codebook_size: int  # image codes lie in [0, codebook_size)
 
     @property
     def device(self) -> torch.device: ...
@@ -67,6 +70,10 @@ class UnifiedModel(Protocol):
                          ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def uncond_ids(self, ids: torch.Tensor) -> torch.Tensor: ...  # the unconditional rows of prompt ids
+
+    # (B, N, V) generation-head logits of codes[:, t] given prompt + codes[:, :t], and the LM output (pretraining)
+    def image_token_logits(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, codes: torch.Tensor,
+                           **lm_kwargs): ...
 
     # per-token log p(codes | prompt rows) (B, N), differentiable, under guidance cfg_scale (training's forward)
     def teacher_forced_logps(self, ids: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor,

@@ -107,7 +107,7 @@ def test_geneval_dev_split_has_the_evaluations_tasks_and_the_rest_of_their_promp
 def test_vqa_margins_keep_pair_order_and_auc_ranks_regardless_of_bias():
     import torch
 
-    from ospo.model import YesNo
+    from ospo.unified import YesNo
     from ospo.shapeworld.evaluate import roc_auc, vqa_accuracy, vqa_hits, vqa_margins
 
     class Judge:  # says "yes" to everything, more strongly for the questions that are true

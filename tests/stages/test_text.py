@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ospo.artifacts import StageDir, StageMismatch, read_jsonl
-from ospo.config import ConfigError, load_config
+from ospo.config import load_config
+from ospo.schema import ConfigError
 from ospo.errors import InputError
 from ospo.records import DensePair, Negative, Prompt, QuestionSet, Rejected
 from ospo.sampling import TextSampling

@@ -23,6 +23,7 @@ from pathlib import Path
 from ospo import runtime
 from ospo.artifacts import atomic_write_bytes, atomic_write_text
 from ospo.errors import InputError
+from ospo.registry import resolve_model_path
 
 COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "3d_spatial", "non_spatial", "numeracy", "complex")
 DEFAULT_IMAGES_PER_PROMPT = {"geneval": 4, "t2i-compbench": 10, "dpg-bench": 4}
@@ -319,6 +320,7 @@ def export_command(args, load_model) -> int:
         raise InputError("--num-processes and a distributed launcher (WORLD_SIZE > 1) both shard; use one of them")
     args.device = runtime.device(args.device, procs)
     args.dtype = runtime.dtype(args.dtype, args.device)
+    args.model = resolve_model_path(args.model)  # a registered name records (and loads) the checkpoint it stands for
     model_path = Path(args.model).resolve() if Path(args.model).exists() else args.model
     adapter = args.adapter and str(Path(args.adapter).resolve())
     settings = {"benchmark": bench, "model": str(model_path), "adapter": adapter, "dtype": args.dtype,

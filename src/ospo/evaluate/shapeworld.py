@@ -13,10 +13,7 @@ from pathlib import Path
 from ospo.evaluate.compare import ImageResult, Summary, summarize
 from ospo.sampling import ImageSampling
 from ospo.shapeworld import evalsets
-from ospo.shapeworld.evaluate import (  # noqa: F401  (re-exported: callers import the scoring from here too)
-    ScoredImage, generate_and_score, own_image_questions, roc_auc, score_image, self_vqa_on_generated, vqa_accuracy,
-    vqa_hits, vqa_margins,
-)
+from ospo.shapeworld.evaluate import ScoredImage, generate_and_score
 
 
 def summary_table(summary: Summary) -> str:
@@ -55,10 +52,12 @@ def contact_sheet(scored: list[ScoredImage], images: list, max_tiles: int = 48, 
 
 
 def evaluate_shapeworld(model, set_name: str, out_dir: Path | None = None, images_per_prompt: int = 4,
-                        sampling: ImageSampling = ImageSampling(), seed: int = 0, limit: int | None = None,
+                        sampling: ImageSampling | None = None, seed: int = 0, limit: int | None = None,
                         records=None) -> Summary:
     """Evaluates `model` on a ShapeWorld set ('geneval', 'compbench', or given records); writes results.json,
-    table.md and contact_sheet.png to `out_dir` when given."""
+    table.md and contact_sheet.png to `out_dir` when given. `sampling` defaults to the model's own guidance scale at
+    temperature 1, as `ospo eval shapeworld` samples."""
+    sampling = sampling or ImageSampling(cfg_scale=model.default_cfg_scale, temperature=1.0)
     records = list(records if records is not None else evalsets.load_eval_set(set_name))
     if limit is not None:  # the first `limit` prompts of every task
         by_task: dict[str, list] = {}

@@ -44,11 +44,11 @@ class RunContext:
     def model(self):
         """The model adapter, loaded on first use (stages that need no model never load it)."""
         if self._model is None:
+            from ospo import runtime
             from ospo.model import JanusAdapter
+            from ospo.registry import resolve_model_path
 
             m = self.config.model
-            from ospo import runtime
-
             device = runtime.device(m.device)
             dtype = runtime.dtype(m.dtype, device)
             self._model = JanusAdapter.from_pretrained(resolve_model_path(m.path), dtype=dtype, device=device,
@@ -87,13 +87,6 @@ class RunContext:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"waited too long for stage '{stage.name}' to be merged by rank 0")
             time.sleep(0.5)
-
-
-def resolve_model_path(path: str) -> str:
-    """A registered checkpoint name (`ospo.registry`) becomes its directory; other paths are returned as they are."""
-    from ospo.registry import resolve_model_path as resolve
-
-    return resolve(path)
 
 
 def run_chunked(ctx: RunContext, stage: StageDir, chunks: Sequence[tuple[str, list]],

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from ospo.config import ConfigError
+from ospo.schema import ConfigError
 from ospo.parsing import ParseError, normalize_prompt, prompt_key
 from ospo.records import Negative, Prompt, Rejected
 from ospo.sampling import TextSampling, item_seed

@@ -32,7 +32,7 @@ import numpy as np
 
 from ospo import compose
 from ospo.artifacts import atomic_write_text, read_jsonl
-from ospo.config import ConfigError, data_path
+from ospo.schema import ConfigError, data_path
 from ospo.errors import InputError
 from ospo.parsing import ParseError, normalize_prompt, prompt_key
 from ospo.records import Prompt, Rejected

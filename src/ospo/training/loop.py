@@ -4,7 +4,8 @@
       -> objective -> backward -> clip -> AdamW -> log -> checkpoint
 
 Distribution: `accelerate launch` / torchrun start one process per device; `accelerate` places the model and
-wraps it for DDP (FSDP / DeepSpeed through its config). The loop itself shards each global batch by hand:
+wraps it for DDP (FSDP and DeepSpeed are not supported: the optimizer is built before `prepare` and gradients
+are clipped by hand). The loop itself shards each global batch by hand:
 process r of W takes rows [r*G/W, (r+1)*G/W) of global batch s and splits them into micro-batches, so the update
 of a step is the same for any W and any gradient accumulation (up to float summation order).
 """

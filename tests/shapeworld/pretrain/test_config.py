@@ -70,7 +70,8 @@ def test_config_fields_types_values_from_the_command_line_and_yaml():
 def test_config_fields_read_values_as_the_run_configs_set_does_with_the_same_messages():
     """One loader for run and pretraining configs (ospo.config): the same YAML reading of `--set` texts, the same
     type checks and messages, unknown fields named with the closest one."""
-    from ospo.config import ConfigError, load_config
+    from ospo.config import load_config
+    from ospo.schema import ConfigError
 
     for run_key, field, text in (("seed", "seed", "1.5"), ("model.batch_size", "lm_steps", "true"),
                                  ("images.cfg_scale", "lr", "abc")):

@@ -245,7 +245,7 @@ def test_freeze_aligner_keeps_the_aligner_of_the_align_phase_through_the_lm_phas
 
 def test_every_phase_step_stops_on_a_non_finite_loss_before_touching_the_weights():
     from ospo.errors import OspoError
-    from ospo.shapeworld.pretrain import _optimizer_step
+    from ospo.shapeworld.pretrain.state import _optimizer_step
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.AdamW([w], lr=0.1)

@@ -23,12 +23,6 @@ from ospo.shapeworld.pretrain.surgery import (
 from ospo.shapeworld.pretrain.vision import train_aligner, train_vision, word_targets
 from ospo.shapeworld.pretrain.vq import decode_crop, train_vq_decoder, vq_batch, vq_readback
 
-# package internals that the research probes in experiments/ call as `pretrain.<name>` (not a stable interface)
-from ospo.shapeworld.pretrain.config import _autocast  # noqa: E402
-from ospo.shapeworld.pretrain.state import _optimizer_step  # noqa: E402
-from ospo.shapeworld.pretrain.surgery import _reinit  # noqa: E402
-from ospo.shapeworld.pretrain.vision import _cell_batch  # noqa: E402
-
 __all__ = [
     "CFG_SCALE", "DATA_VERSION", "REMOVED_FIELDS", "LMBatch", "PretrainConfig", "add_factor_head", "answer_loss",
     "assemble", "cell_labels", "check_out_dir", "config_fields", "curriculum_copies", "decode_crop", "dev_evaluate",
@@ -37,5 +31,4 @@ __all__ = [
     "recipe_names", "reinit_outside_vq", "resume_config", "run_recipe", "saved_config", "shapeworld_spec",
     "stage_dir", "t2i_loss", "text_rows", "train_aligner", "train_find", "train_lm", "train_text", "train_vision",
     "train_vq_decoder", "vq_batch", "vq_readback", "vqa_copies", "word_targets",
-    "_autocast", "_cell_batch", "_optimizer_step", "_reinit",
 ]

@@ -5,6 +5,11 @@ The phases run in order, each checkpointed and resumable (the data of step s is 
 (seed, phase, s), so a resumed run sees exactly the batches an uninterrupted one would): the VQ decoder (vq.py),
 the vision tower and the aligner (vision.py), the find and text phases and the LM mixture (lm.py). The result is
 saved with `save_pretrained` (safetensors) and loads through `JanusAdapter.from_pretrained`.
+
+Why a loop of its own, not ospo.training: pretraining trains all weights of a model it builds (no LoRA, no
+preference pairs), in phases that each train other parameters with their own optimizer, schedule and data stream,
+on one CPU process; ospo.training trains an existing checkpoint on selected pairs, sharded over processes through
+accelerate. They share the adapter and the checkpoint format, not the step.
 """
 
 from __future__ import annotations
