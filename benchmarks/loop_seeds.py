@@ -86,12 +86,14 @@ def main(argv=None) -> None:
         loops[s] = {"pairs": pairs, "seconds": time.monotonic() - t0}
         print(f"loop seed {s}: {pairs} pairs ({loops[s]['seconds']:.0f} s)", flush=True)
 
+    pairs = {f"loop seed {s}": loops[s]["pairs"] for s in loop_seeds}
     rows = [Row(f"loop seed {s}", results_from_payload(results[s]), (str(loops[s]["pairs"]),)) for s in loop_seeds]
+    pairs[f"pooled ({len(loop_seeds)} loops)"] = sum(pairs.values())
     rows.append(Row(f"pooled ({len(loop_seeds)} loops)", [i for r in rows for i in r.results],
                     (str(sum(loops[s]["pairs"] for s in loop_seeds)),)))
     text, table = by_model(results_from_payload(results["base"]), rows, ("pairs",), overall_interval=False)
-    for s in loop_seeds:
-        table[f"loop seed {s}"]["pairs"] = loops[s]["pairs"]
+    for label, n in pairs.items():
+        table[label]["pairs"] = n
     print(f"\nShapeWorld-GenEval ({args.split} split), recipe {cfg.recipe}, one iteration per loop seed; "
           f"{args.images_per_prompt} images per prompt x {len(seeds)} evaluation seed(s) per model, the same for "
           f"every model; last column: paired difference to base, 95% bootstrap interval over prompts\n")
