@@ -540,3 +540,40 @@ def test_a_second_run_on_a_busy_run_dir_is_refused_and_the_first_is_undisturbed(
                     f"{run_dir / '.lock'}); wait for that run to end, or use another run directory")
     assert still_running and "Traceback" not in err
     assert_same_files(snapshot(run_dir), snapshot(data_run))
+
+
+def test_atomic_files_get_the_mode_the_umask_gives_not_mkstemps_private_one(tmp_path):
+    """Exported images and run files are read by scorers and tools running as other users: 0666 less the umask."""
+    from ospo.artifacts import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.png", b"x")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.png", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.png").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_system_without_flock_falls_back_to_posix_locks_and_without_either_says_so_in_one_line(
+        tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_lock(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_lock)
+    with lock_run_dir(tmp_path, 0):  # POSIX record locks stand in
+        pass
+    monkeypatch.setattr(fcntl, "lockf", no_lock)
+    with pytest.raises(RunDirError) as e:
+        with lock_run_dir(tmp_path, 0):
+            pass
+    assert "supports neither flock nor POSIX locks (No locks available); set OSPO_RUN_LOCK=off" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+    monkeypatch.setenv("OSPO_RUN_LOCK", "off")
+    with lock_run_dir(tmp_path, 0):  # the user's explicit choice
+        pass

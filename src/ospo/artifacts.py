@@ -16,14 +16,30 @@ class ArtifactError(OspoError):
     """An artifact that cannot be read or written; the message names the file."""
 
 
+def _umask() -> int:
+    """The process's file-creation mask (Linux reports it without changing it; elsewhere it is set and put back)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Writes `data` to a temporary file beside `path`, fsyncs, then renames: readers see the old file or the
-    whole new one, never a truncated one. Raises ArtifactError naming the file on failure (disk full, read-only)."""
+    whole new one, never a truncated one. The file gets the mode a plain `open` would give it (0666 less the
+    umask), not mkstemp's private 0600: exported images are read by scorers running as other users. Raises
+    ArtifactError naming the file on failure (disk full, read-only)."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

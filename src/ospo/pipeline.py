@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -23,10 +24,12 @@ import yaml
 
 from ospo.artifacts import atomic_write_text
 from ospo.config import RunConfig, config_dict, load_config
-from ospo.schema import ConfigError
 from ospo.errors import OspoError
+from ospo.schema import ConfigError
 from ospo.scoring import histogram
 from ospo.stages import STAGES, RunContext
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
@@ -144,12 +147,26 @@ def lock_run_dir(run_dir: str | Path, rank: int = 0):
         f = open(path, "a")
     except OSError as e:
         raise RunDirError(f"cannot create the lock file {path}: {e.strerror or e}") from None
+    busy = RunDirError(f"{run_dir} is in use by another ospo run (it holds the lock {path}); wait for that run to "
+                       f"end, or use another run directory")
     with f:
+        if os.environ.get("OSPO_RUN_LOCK") == "off":  # the user's choice on a file system that refuses both locks
+            log.warning("OSPO_RUN_LOCK=off: %s is not locked; run nothing else in it meanwhile", run_dir)
+            yield
+            return
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirError(f"{run_dir} is in use by another ospo run (it holds the lock {path}); wait for that "
-                              f"run to end, or use another run directory") from None
+            raise busy from None
+        except OSError:  # file systems without flock (some NFS and FUSE mounts) often have POSIX record locks
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (BlockingIOError, PermissionError):
+                raise busy from None
+            except OSError as e:
+                raise RunDirError(f"cannot lock {path}: its file system supports neither flock nor POSIX locks "
+                                  f"({e.strerror or e}); set OSPO_RUN_LOCK=off to run without the lock, and run "
+                                  f"nothing else in {run_dir} meanwhile") from None
         yield  # closing the file releases the lock
 
 
