@@ -1,6 +1,6 @@
 import pytest
 
-from ospo.config import RunConfig, config_hash, load_config
+from ospo.config import RunConfig, config_dict, config_hash, load_config
 from ospo.schema import ConfigError, parse_override
 
 
@@ -107,3 +107,15 @@ def test_choices_read_yaml_booleans_and_words_case_insensitively():
         "false", "true", "true", "false", "auto"]
     assert load_config(None, ["select.rule=V3"]).select.rule == "v3"
     assert load_config(None, ["train.steps=12.0"]).train.steps == 12  # an integral float is an int
+
+
+def test_a_mapping_given_by_set_replaces_the_configs_as_in_a_yaml_file():
+    """`--set "prompts.counts={color1: 2}"` asks for 2 color1 prompts and nothing else (a smoke test of a Janus-Pro
+    config must not silently keep its 16,000 prompts); keys set after it, and dotted keys alone, still merge."""
+    assert load_config("janus-pro-1b", ["prompts.counts={color1: 2}"]).prompts.counts == {"color1": 2}
+    both = load_config("janus-pro-1b", ["prompts.counts={color1: 2}", "prompts.counts.color2=5"]).prompts.counts
+    assert both == {"color1": 2, "color2": 5}
+    one = load_config("janus-pro-1b", ["prompts.counts.color1=2"]).prompts.counts
+    assert one["color1"] == 2 and len(one) > 1  # a single key merges into the config's mapping
+    written = config_dict(load_config("shapeworld", ["prompts.counts={spatial: 3}"]))
+    assert type(written["prompts"]["counts"]) is dict  # plain mappings in what a run saves

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from ospo.schema import PACKAGE_PREFIX, ConfigError, build_config, data_path, merge_mappings, one_of, parse_overrides
+from ospo.schema import (PACKAGE_PREFIX, ConfigError, build_config, data_path, merge_mappings, one_of, parse_overrides,
+                         plain)
 from ospo.selection import RULES, V2_CHOSEN_THRESHOLD, V2_REJECTED_THRESHOLD, V3_TAU
 
 SHAPEWORLD_COUNTS = {"object1": 6, "object2": 10, "color1": 12, "color2": 24, "texture1": 10, "texture2": 20,
@@ -224,7 +225,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         if isinstance(values, list):
             resolved = [os.path.abspath(base / v) if isinstance(v, str) and not v.startswith(PACKAGE_PREFIX) else v
                         for v in values]
-            out[section] = {**out[section], key: resolved}
+            out[section] = type(out[section])({**out[section], key: resolved})  # a `Whole` section stays whole
     return out
 
 
@@ -276,7 +277,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     preset = recipe_preset(recipe)
     preset.pop("recipe", None)
     data = merge_mappings(data, preset) if "recipe" in extra else merge_mappings(preset, data)
-    data = merge_mappings(data, extra)
+    data = plain(merge_mappings(data, extra))
     for key, replaced_by in REMOVED_KEYS.items():
         if key in data:
             raise ConfigError(f"config key '{key}' is gone: use {replaced_by}; delete '{key}' from the config")

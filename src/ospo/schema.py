@@ -112,12 +112,24 @@ def build_config(cls, data: dict, prefix: str = "", noun: str = "config key"):
     return cls(**typed_fields(cls, data, prefix, noun))
 
 
+class Whole(dict):
+    """A mapping given whole as one `--set` value (`--set "prompts.counts={color1: 2}"`): it replaces the mapping
+    beneath it, as the same mapping in a YAML file does, instead of merging into it."""
+
+
 def merge_mappings(base: dict, extra: dict) -> dict:
-    """`base` with `extra`'s values, nested mappings merged key by key."""
-    out = dict(base)
+    """`base` with `extra`'s values, nested mappings merged key by key (a `Whole` mapping replaces; keys set after
+    it merge into it)."""
+    out = type(base)(base)
     for k, v in extra.items():
-        out[k] = merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        mergeable = isinstance(v, dict) and not isinstance(v, Whole) and isinstance(out.get(k), dict)
+        out[k] = merge_mappings(out[k], v) if mergeable else v
     return out
+
+
+def plain(data):
+    """`data` with every `Whole` turned back into a plain dict (what configs and YAML dumps hold)."""
+    return {k: plain(v) for k, v in data.items()} if isinstance(data, dict) else data
 
 
 def parse_value(raw: str):
@@ -129,11 +141,13 @@ def parse_value(raw: str):
 
 
 def parse_override(text: str) -> dict:
-    """'a.b=c' -> {'a': {'b': c}} with c parsed as YAML (numbers, booleans, lists, null)."""
+    """'a.b=c' -> {'a': {'b': c}} with c parsed as YAML (numbers, booleans, lists, null; a mapping as `Whole`)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got '{text}'")
     key, raw = text.split("=", 1)
     value = parse_value(raw)
+    if isinstance(value, dict):
+        value = Whole(value)
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
