@@ -51,6 +51,8 @@ def test_ask_prints_probabilities(tiny_dir, tmp_path, capsys):
      "cfg_scale must be >= 1"),
     ("corrupt-png", ["ask", "--model", "{model}", "--image", "{tmp}/bad.png", "--question", "q"],
      "not a readable image"),
+    ("corrupt-png", ["ask", "--model", "{model}", "--image", "{tmp}/bad.png", "--question", "  "],
+     "--question is empty"),
 ])
 def test_bad_input_gives_one_line_error(tiny_dir, tmp_path, capsys, setup, args, message):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")

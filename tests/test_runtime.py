@@ -15,10 +15,35 @@ def test_device_and_dtype_resolve_auto_and_keep_what_was_asked(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert runtime.device(None) == runtime.device("auto") == "cpu"
-    assert runtime.device("cpu") == "cpu" and runtime.device("cuda:3") == "cuda:3"
+    assert runtime.device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.device("cuda:3") == "cuda:3"
     assert runtime.device("auto", runtime.Processes(0, 1, 0)) == "cuda"
     assert runtime.device("auto", runtime.Processes(5, 8, 1)) == "cuda:1"
     assert runtime.device("cuda", runtime.Processes(5, 8, 1)) == "cuda:1"
     assert runtime.dtype(None, "cuda:1") == runtime.dtype("auto", "cuda") == "bfloat16"
     assert runtime.dtype("auto", "cpu") == "float32" and runtime.dtype("float16", "cpu") == "float16"
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_one_line(monkeypatch):
+    import pytest
+    import torch
+
+    from ospo.errors import InputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for asked in ("cuda", "cuda:1"):
+        with pytest.raises(InputError, match=f"device '{asked}' asked for, but torch sees no CUDA device"):
+            runtime.device(asked)
+
+
+def test_the_cli_says_so_in_one_line(tiny_dir, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from ospo.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["generate", "--model", str(tiny_dir), "--device", "cuda", "--prompt", "x",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees no CUDA device" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -222,7 +222,10 @@ def cmd_generate(args) -> None:
 
 def cmd_ask(args) -> None:
     from ospo.artifacts import load_image
+    from ospo.errors import InputError
 
+    if any(not q.strip() for q in args.question):
+        raise InputError("--question is empty")
     images = [load_image(p) for p in args.image]
     model = load_model(args)
     questions = [q.strip() + args.suffix for q in args.question]

@@ -28,13 +28,16 @@ def processes(env=None) -> Processes:
 def device(requested: str | None = None, procs: Processes | None = None) -> str:
     """`requested` unless it is empty or "auto": then CUDA when present, else the CPU. Plain "cuda" in a run of
     several processes means this process's own GPU (`cuda:LOCAL_RANK`)."""
+    import torch
+
+    if requested and requested.startswith("cuda") and not torch.cuda.is_available():
+        from ospo.errors import InputError
+
+        raise InputError(f"device '{requested}' asked for, but torch sees no CUDA device here; use cpu or auto")
     if requested and requested not in ("auto", "cuda"):
         return requested
-    if requested != "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return "cpu"
+    if requested != "cuda" and not torch.cuda.is_available():
+        return "cpu"
     procs = procs or processes()
     return f"cuda:{procs.local_rank}" if procs.world_size > 1 else "cuda"
 

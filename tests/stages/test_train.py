@@ -153,3 +153,33 @@ def test_a_full_disk_during_training_names_the_file_and_keeps_checkpoints(traine
     monkeypatch.setattr(MetricLog, "write", real)
     assert main(["stage", "train", "--run", str(trained_run), *over]) == 0  # the rerun resumes and finishes
     assert stage.manifest()["resumed_from"] == 1
+
+
+def test_the_run_summary_counts_the_pairs_training_used(trained_run):
+    from ospo import pipeline
+
+    cfg = load_config(trained_run / "config.yaml")
+    stage = _train_dir(trained_run)
+    line = next(ln for ln in pipeline.summarize(trained_run, cfg).splitlines() if ln.startswith(stage.name))
+    assert line.split()[1:3] == [str(stage.manifest()["pairs"]), "0"]  # out: the pairs; rejected: none lacked codes
+
+
+def test_no_pairs_names_the_first_stage_that_kept_nothing(tmp_path):
+    """A run whose prompts stage parsed nothing says so, not only that the selection kept no pairs."""
+    from ospo.stages import RunContext
+    from ospo.stages.select import stage_name as select_name
+    from ospo.stages.train import emptied_by
+
+    cfg = load_config("shapeworld")
+    ctx = RunContext(tmp_path, cfg)
+    manifests = {"prompts": {"in": 13, "out": 0, "rejected_by_reason": {"no prompt marker": 12, "empty prompt": 1}},
+                 "perturb": {"in": 0, "out": 0}, select_name(cfg.select): {"in": 0, "out": 0}}
+    for name, counts in manifests.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"counts": counts}))
+    assert emptied_by(ctx, select_name(cfg.select)) == \
+        "prompts: 0 of 13 kept (no prompt marker 12, empty prompt 1); every later stage had nothing to do"
+    (tmp_path / "prompts" / "manifest.json").write_text(json.dumps({"counts": {"in": 13, "out": 13}}))
+    (tmp_path / "perturb" / "manifest.json").write_text(json.dumps({"counts": {"in": 13, "out": 20}}))
+    assert emptied_by(ctx, select_name(cfg.select)).startswith(f"the selection ({select_name(cfg.select)}) kept "
+                                                                "none of 0 prompts")

@@ -110,6 +110,27 @@ def _add_precomputed(adapter: UnifiedModel, data: PairData, t: TrainConfig, out:
             write_mask_previews(adapter, data, out / "masks", t.num_previews)
 
 
+DATA_STAGES = ("prompts", "perturb", "densify", "images", "questions", "score")
+
+
+def _reasons(counts: dict) -> str:
+    top = sorted(counts.get("rejected_by_reason", {}).items(), key=lambda x: -x[1])[:3]
+    return f" ({', '.join(f'{r} {n}' for r, n in top)})" if top else ""
+
+
+def emptied_by(ctx, select_dir: str) -> str:
+    """Which stage left training nothing: the first finished data stage that kept no record, else the selection,
+    each with its counts and main rejection reasons."""
+    for name in DATA_STAGES:
+        stage = ctx.stage(name)
+        counts = stage.manifest().get("counts", {}) if stage.complete else {}
+        if stage.complete and counts.get("out") == 0:
+            return f"{name}: 0 of {counts.get('in', '?')} kept{_reasons(counts)}; every later stage had nothing to do"
+    counts = ctx.stage(select_dir).manifest().get("counts", {})
+    return (f"the selection ({select_dir}) kept none of {counts.get('in', '?')} prompts{_reasons(counts)}; its "
+            f"manifest counts every rejection reason")
+
+
 def run(ctx) -> dict:
     """Trains on the selection of this run's rule; returns the manifest."""
     from ospo.stages._shared import start
@@ -129,9 +150,7 @@ def run(ctx) -> dict:
         if rejected:
             raise TrainingError(f"no training pairs: all {len(rejected)} pairs the selection ({select_dir}) kept "
                                 f"lack stored image codes (rerun the images stage)")
-        counts = ctx.stage(select_dir).manifest().get("counts", {})
-        raise TrainingError(f"no training pairs: the selection ({select_dir}) kept none of {counts.get('in', '?')} "
-                            f"prompts; its manifest counts the rejection reasons")
+        raise TrainingError(f"no training pairs: {emptied_by(ctx, select_dir)}")
     adapter: UnifiedModel = ctx.model
     _add_precomputed(adapter, data, t, out, ctx.config.model.batch_size, ctx.rank)
     lr = t.lr * t.iteration_lr_scale ** (ctx.iteration - 1)

@@ -4,10 +4,13 @@ installed, and `curves.png` drawn from the log."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 from ospo.artifacts import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 class MetricLog:
@@ -25,8 +28,9 @@ class MetricLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
-        except ImportError:
-            pass
+        except ImportError:  # optional: log.jsonl and curves.png hold the same numbers
+            log.info("tensorboard is not installed, so %s gets log.jsonl and curves.png only (pip install "
+                     "'ospo[tensorboard]' adds TensorBoard scalars)", out)
 
     def write(self, row: dict) -> None:
         if not self.enabled:
