@@ -90,13 +90,17 @@ def test_train_guidance_follows_the_samplers_scale_unless_set(tmp_path):
 
 
 def test_the_shipped_shapeworld_train_folder_and_selection_defaults_are_unchanged():
-    """The train folder's hash covers TrainConfig and the selection rule: the shipped config resolves to the values
-    that named its folder; the selection defaults are ospo.selection's."""
+    """The train folder's hash covers the update's TrainConfig (`update_config`: not how often it checkpoints or
+    whether it merges) and the selection rule: the shipped config resolves to the values that name its folder; the
+    selection defaults are ospo.selection's."""
     from ospo import selection
     from ospo.config import SelectConfig
     from ospo.stages.train import stage_name
 
-    assert stage_name(load_config("shapeworld")) == "train-ospo-v2-d5148cd2"
+    assert stage_name(load_config("shapeworld")) == "train-ospo-v2-b073f0e8"
+    neutral = ["train.merge=true", "train.save_every=7", "train.keep_last=5", "train.num_previews=0"]
+    assert stage_name(load_config("shapeworld", neutral)) == "train-ospo-v2-b073f0e8"
+    assert stage_name(load_config("shapeworld", ["train.steps=13"])) != "train-ospo-v2-b073f0e8"
     default = SelectConfig()
     assert (default.chosen_threshold, default.rejected_threshold, default.v3_tau) == (
         selection.V2_CHOSEN_THRESHOLD, selection.V2_REJECTED_THRESHOLD, selection.V3_TAU) == (0.5, -0.5, 0.6)

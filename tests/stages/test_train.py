@@ -144,7 +144,8 @@ def test_a_full_disk_during_training_names_the_file_and_keeps_checkpoints(traine
         return real(self, row)
 
     monkeypatch.setattr(MetricLog, "write", full_disk)
-    over = ["--set", "recipe=sft-only", *SMALL, "--set", "train.save_every=1"]
+    # a training of its own (another lr: save_every alone does not change the update, so it shares a folder)
+    over = ["--set", "recipe=sft-only", *SMALL, "--set", "train.save_every=1", "--set", "train.lr=2e-2"]
     assert main(["stage", "train", "--run", str(trained_run), *over]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "could not write" in err and "log.jsonl: No space left on device" in err
@@ -183,3 +184,24 @@ def test_no_pairs_names_the_first_stage_that_kept_nothing(tmp_path):
     (tmp_path / "perturb" / "manifest.json").write_text(json.dumps({"counts": {"in": 13, "out": 20}}))
     assert emptied_by(ctx, select_name(cfg.select)).startswith(f"the selection ({select_name(cfg.select)}) kept "
                                                                 "none of 0 prompts")
+
+
+def test_merge_and_checkpointing_options_reuse_a_finished_training(trained_run):
+    """`train.merge=true` on a finished training merges the saved adapter without training again, and options that
+    do not change the update (save_every, keep_last, num_previews) find the same finished folder."""
+    stage = _train_dir(trained_run)
+    log_before = (stage.path / "log.jsonl").stat().st_mtime_ns
+    adapter_before = (stage.path / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert _train_dir(trained_run, "train.merge=true", "train.save_every=1", "train.keep_last=9").path == stage.path
+    assert main(["stage", "train", "--run", str(trained_run), *SMALL, "--set", "train.merge=true",
+                 "--set", "train.save_every=1"]) == 0
+    assert (stage.path / "log.jsonl").stat().st_mtime_ns == log_before  # not trained again
+    assert (stage.path / "adapter" / "adapter_model.safetensors").read_bytes() == adapter_before
+    merged = stage.manifest()["outputs"]["merged"]
+    assert merged == str(stage.path / "merged")
+    model = JanusAdapter.from_pretrained(merged)  # loads with --model alone
+    with_adapter = JanusAdapter.from_pretrained(str(load_config(trained_run / "config.yaml").model.path),
+                                                adapter=str(stage.path / "adapter"))
+    prompts, seeds = ["a red circle"], [3]
+    assert torch.equal(model.generate_image_tokens(prompts, seeds).codes,
+                       with_adapter.generate_image_tokens(prompts, seeds).codes)

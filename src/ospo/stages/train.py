@@ -11,13 +11,14 @@ or `model/` (full fine-tuning), `merged/` on request, `masks/` previews (v3), `m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ospo.artifacts import StageDir
+from ospo.artifacts import StageDir, atomic_write_text
 from ospo.config import RunConfig, TrainConfig, config_hash
 from ospo.records import QuestionSet, Rejected, TrainingPair
 from ospo.training import (PairData, TrainingError, object_token_weights, reference_logps, save_outputs, train,
@@ -27,13 +28,20 @@ from ospo.unified import UnifiedModel
 NAME = "train"
 
 
+def update_config(t: TrainConfig) -> TrainConfig:
+    """The part of the train config that decides the update: how often it checkpoints, how many checkpoints it
+    keeps, whether it also saves a merged model and how many mask previews it draws do not, so changing them
+    reuses a finished training."""
+    return replace(t, save_every=0, keep_last=0, merge=False, num_previews=0)
+
+
 def stage_name(cfg: RunConfig) -> str:
-    """`train-<recipe>-<hash of the train config and the selection rule>`: one folder per training setup, so one
-    data run can be trained with several recipes side by side."""
+    """`train-<recipe>-<hash of the update's train config and the selection rule>`: one folder per training setup,
+    so one data run can be trained with several recipes side by side."""
     from ospo.stages.select import rule_config
 
     recipe = Path(cfg.recipe).stem if cfg.recipe.endswith((".yaml", ".yml")) else cfg.recipe
-    return f"train-{recipe}-{config_hash(_Setup(cfg.train, rule_config(cfg.select)))[:8]}"
+    return f"train-{recipe}-{config_hash(_Setup(update_config(cfg.train), rule_config(cfg.select)))[:8]}"
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,29 @@ def emptied_by(ctx, select_dir: str) -> str:
             f"manifest counts every rejection reason")
 
 
+def _merge_if_asked(ctx, stage: StageDir) -> dict:
+    """`train.merge` on a finished training: the LoRA-merged model from the saved adapter, without training again;
+    the manifest then names it."""
+    manifest = stage.manifest()
+    outputs = manifest.get("outputs", {})
+    if "merged" in outputs or "adapter" not in outputs:  # merged already, or full fine-tuning (nothing to merge)
+        return manifest
+    if ctx.rank != 0:  # one process writes the merged model
+        return manifest
+    from ospo import runtime
+    from ospo.model import JanusAdapter
+    from ospo.registry import resolve_model_path
+
+    m = ctx.config.model
+    device = runtime.device(m.device)
+    trained = JanusAdapter.from_pretrained(resolve_model_path(m.path), dtype=runtime.dtype(m.dtype, device),
+                                           device=device, adapter=outputs["adapter"])
+    merged = save_outputs(trained, replace(ctx.config.train, merge=True), stage.path)
+    manifest = {**manifest, "outputs": {**outputs, "merged": merged["merged"]}}
+    atomic_write_text(stage.path / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
 def run(ctx) -> dict:
     """Trains on the selection of this run's rule; returns the manifest."""
     from ospo.stages._shared import start
@@ -139,10 +170,10 @@ def run(ctx) -> dict:
 
     cfg = ctx.config
     select_dir = select_name(cfg.select)
-    stage = start(ctx, stage_name(cfg), [cfg.train, model_identity(cfg.model)], ["images", "questions", select_dir],
-                  True, recipe=cfg.recipe, iteration=ctx.iteration)
+    stage = start(ctx, stage_name(cfg), [update_config(cfg.train), model_identity(cfg.model)],
+                  ["images", "questions", select_dir], True, recipe=cfg.recipe, iteration=ctx.iteration)
     if stage.complete:
-        return stage.manifest()
+        return _merge_if_asked(ctx, stage) if cfg.train.merge else stage.manifest()
     out = stage.path
     t = cfg.train
     data, rejected = load_pair_data(ctx, ctx.stage(select_dir))
