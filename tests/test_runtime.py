@@ -47,3 +47,20 @@ def test_the_cli_says_so_in_one_line(tiny_dir, tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "torch sees no CUDA device" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_launcher_that_asked_for_several_processes_and_started_one_is_refused():
+    """`accelerate launch --num_processes 2` without a multi-GPU/CPU config: MASTER_ADDR for a group, no WORLD_SIZE
+    (the environment measured from accelerate 1.15's simple launcher)."""
+    import pytest
+
+    from ospo.errors import InputError
+
+    simple = {"ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_USE_CPU": "False", "MASTER_ADDR": "127.0.0.1",
+              "MASTER_PORT": "29500"}
+    with pytest.raises(InputError, match="asked for several processes but started one"):
+        runtime.processes(simple)
+    assert runtime.processes({k: v for k, v in simple.items() if not k.startswith("MASTER")}) == \
+        runtime.Processes(0, 1, 0)  # one process asked for, one started
+    assert runtime.processes({**simple, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == \
+        runtime.Processes(1, 2, 1)  # torchrun-based launchers set the group

@@ -274,6 +274,7 @@ def cmd_run(args) -> int:
     from ospo import pipeline
     from ospo.config import load_config
 
+    runtime.processes()  # a launcher that started fewer processes than it asked for stops here, before any write
     cfg = load_config(args.config, args.overrides)
     names = pipeline.parse_stages(args.stages)
     if args.iterations < 1:

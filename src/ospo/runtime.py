@@ -19,7 +19,17 @@ class Processes:
 
 
 def processes(env=None) -> Processes:
+    """This process's rank among the run's processes; a launcher that asked for several and started one is an
+    InputError (accelerate's simple launcher, on a machine without a multi-GPU or multi-CPU config, sets the
+    rendezvous address of N processes and starts one, which would otherwise run the whole job alone)."""
     env = os.environ if env is None else env
+    if "ACCELERATE_MIXED_PRECISION" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env \
+            and "OSPO_WORLD_SIZE" not in env:
+        from ospo.errors import InputError
+
+        raise InputError("accelerate launch asked for several processes but started one (its simple launcher); "
+                         "use `accelerate launch --multi_gpu` on GPUs, torchrun --nproc_per_node N, or "
+                         "`ospo run --num-processes N` on CPUs")
     rank = int(env.get("OSPO_RANK", env.get("RANK", 0)))
     world = int(env.get("OSPO_WORLD_SIZE", env.get("WORLD_SIZE", 1)))
     return Processes(rank, world, int(env.get("LOCAL_RANK", rank)))
