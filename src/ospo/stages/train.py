@@ -21,8 +21,7 @@ import torch
 from ospo.artifacts import StageDir, atomic_write_text
 from ospo.config import RunConfig, TrainConfig, config_hash
 from ospo.records import QuestionSet, Rejected, TrainingPair
-from ospo.training import (PairData, TrainingError, object_token_weights, reference_logps, save_outputs, train,
-                           write_mask_previews)
+from ospo.training import PairData, TrainingError, add_precomputed, save_outputs, train
 from ospo.unified import UnifiedModel
 
 NAME = "train"
@@ -77,45 +76,6 @@ def load_pair_data(ctx, select_stage: StageDir) -> tuple[PairData, list[Rejected
                                    if p.provenance.get("prompt_id", p.id) in sets else ()) for p in keep])
     data.chosen, data.rejected = data.chosen.long(), data.rejected.long()
     return data, rejected
-
-
-def _save_atomic(tensors: dict, path: Path) -> None:
-    """safetensors file written to a temporary name and renamed: a killed run never leaves a truncated one."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-
-
-def _computed_once(path: Path, compute, rank: int) -> dict[str, torch.Tensor]:
-    """{'chosen', 'rejected'} tensors stored at `path` by the first run (rank 0 writes), computed otherwise."""
-    from safetensors.torch import load_file
-
-    if path.exists():
-        return load_file(str(path))
-    chosen, rejected = compute()
-    tensors = {"chosen": chosen, "rejected": rejected}
-    if rank == 0:
-        _save_atomic(tensors, path)
-    return tensors
-
-
-def _add_precomputed(adapter: UnifiedModel, data: PairData, t: TrainConfig, out: Path, batch: int,
-                     rank: int) -> None:
-    """DPO's reference and v3's token weights: from the model before any update, computed once and kept with the
-    pairs in `out` (a resumed run reads them back)."""
-    if t.dpo_weight:
-        ref = _computed_once(out / "reference_logps.safetensors",
-                             lambda: reference_logps(adapter, data, batch, t.guidance), rank)
-        data.reference_chosen, data.reference_rejected = ref["chosen"], ref["rejected"]
-    if t.object_weighting:
-        path = out / "object_weights.safetensors"
-        fresh = not path.exists()
-        w = _computed_once(path, lambda: object_token_weights(adapter, data, t, batch), rank)
-        data.chosen_weights, data.rejected_weights = w["chosen"], w["rejected"]
-        if fresh and rank == 0:
-            write_mask_previews(adapter, data, out / "masks", t.num_previews)
 
 
 DATA_STAGES = ("prompts", "perturb", "densify", "images", "questions", "score")
@@ -183,7 +143,7 @@ def run(ctx) -> dict:
                                 f"lack stored image codes (rerun the images stage)")
         raise TrainingError(f"no training pairs: {emptied_by(ctx, select_dir)}")
     adapter: UnifiedModel = ctx.model
-    _add_precomputed(adapter, data, t, out, ctx.config.model.batch_size, ctx.rank)
+    add_precomputed(adapter, data, t, out, ctx.config.model.batch_size, ctx.rank)
     lr = t.lr * t.iteration_lr_scale ** (ctx.iteration - 1)
     try:
         summary = train(adapter, data, t, out, seed=cfg.seed, lr=lr, progress=ctx.progress)

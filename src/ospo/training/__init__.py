@@ -17,9 +17,9 @@ from ospo.training.loop import (ImageLogps, accumulation, batch_rows, learning_r
                                 total_steps, train)
 from ospo.training.metrics import MetricLog, plot_curves
 from ospo.training.objective import objective
-from ospo.training.precompute import object_token_weights, reference_logps, write_mask_previews
+from ospo.training.precompute import add_precomputed, object_token_weights, reference_logps, write_mask_previews
 
-__all__ = ["ImageLogps", "MetricLog", "PairData", "TrainingError", "accumulation", "batch_rows", "learning_rate",
-           "list_checkpoints", "load_checkpoint", "micro_batch", "object_token_weights", "objective", "plot_curves",
-           "prepare_model", "reference_logps", "save_checkpoint", "save_outputs", "total_steps", "train",
-           "write_mask_previews"]
+__all__ = ["ImageLogps", "add_precomputed", "MetricLog", "PairData", "TrainingError", "accumulation", "batch_rows",
+           "learning_rate", "list_checkpoints", "load_checkpoint", "micro_batch", "object_token_weights",
+           "objective", "plot_curves", "prepare_model", "reference_logps", "save_checkpoint", "save_outputs",
+           "total_steps", "train", "write_mask_previews"]

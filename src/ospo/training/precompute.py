@@ -1,5 +1,6 @@
 """What training computes once before the loop, from the model as it is: DPO's reference log-likelihoods and
-v3's object token weights (with PNG previews of the masks)."""
+v3's object token weights (with PNG previews of the masks), each stored beside the run's training so that a resumed
+run reads them back instead of computing them from a model that has already moved."""
 
 from __future__ import annotations
 
@@ -74,3 +75,42 @@ def write_mask_previews(adapter: UnifiedModel, data: PairData, out_dir: Path, nu
                                         "Words: see object_words.json.\n")
     atomic_write_text(out_dir / "object_words.json",
                       json.dumps({data.ids[i]: data.object_words[i] for i in range(n)}, indent=1))
+
+
+def _save_atomic(tensors: dict, path: Path) -> None:
+    """safetensors file written to a temporary name and renamed: a killed run never leaves a truncated one."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
+def _computed_once(path: Path, compute, rank: int) -> dict[str, torch.Tensor]:
+    """{'chosen', 'rejected'} tensors stored at `path` by the first run (rank 0 writes), computed otherwise."""
+    from safetensors.torch import load_file
+
+    if path.exists():
+        return load_file(str(path))
+    chosen, rejected = compute()
+    tensors = {"chosen": chosen, "rejected": rejected}
+    if rank == 0:
+        _save_atomic(tensors, path)
+    return tensors
+
+
+def add_precomputed(adapter: UnifiedModel, data: PairData, t: TrainConfig, out: Path, batch: int,
+                     rank: int) -> None:
+    """DPO's reference and v3's token weights: from the model before any update, computed once and kept with the
+    pairs in `out` (a resumed run reads them back)."""
+    if t.dpo_weight:
+        ref = _computed_once(out / "reference_logps.safetensors",
+                             lambda: reference_logps(adapter, data, batch, t.guidance), rank)
+        data.reference_chosen, data.reference_rejected = ref["chosen"], ref["rejected"]
+    if t.object_weighting:
+        path = out / "object_weights.safetensors"
+        fresh = not path.exists()
+        w = _computed_once(path, lambda: object_token_weights(adapter, data, t, batch), rank)
+        data.chosen_weights, data.rejected_weights = w["chosen"], w["rejected"]
+        if fresh and rank == 0:
+            write_mask_previews(adapter, data, out / "masks", t.num_previews)
