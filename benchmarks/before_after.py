@@ -24,7 +24,7 @@ def trained_adapter(run: Path) -> Path:
 
 def tiles(model, records, images: int, seed: int, sampling) -> list[list[tuple[np.ndarray, bool]]]:
     """Per record, `images` (pixels, oracle verdict) pairs."""
-    from ospo.shapeworld.evaluate import generate_and_score
+    from ospo.shapeworld.scoring import generate_and_score
 
     scored, pil = generate_and_score(model, records, images, sampling, seed)
     rows = [[] for _ in records]

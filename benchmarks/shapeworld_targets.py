@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ospo.evaluate import shapeworld as sw_eval
-from ospo.shapeworld import evaluate as sw_scoring
+from ospo.shapeworld import scoring as sw_scoring
 from ospo.evaluate.compare import ImageResult, summarize
 from ospo.model import JanusAdapter
 from ospo.sampling import ImageSampling, TextSampling, item_seed

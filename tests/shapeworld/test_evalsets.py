@@ -108,7 +108,7 @@ def test_vqa_margins_keep_pair_order_and_auc_ranks_regardless_of_bias():
     import torch
 
     from ospo.unified import YesNo
-    from ospo.shapeworld.evaluate import roc_auc, vqa_accuracy, vqa_hits, vqa_margins
+    from ospo.shapeworld.scoring import roc_auc, vqa_accuracy, vqa_hits, vqa_margins
 
     class Judge:  # says "yes" to everything, more strongly for the questions that are true
         def yes_no_scores(self, images, questions):
@@ -134,7 +134,7 @@ def test_generation_asked_batch_by_batch_for_its_progress_bar_gives_the_codes_of
     from ospo.model import JanusAdapter
     from ospo.sampling import ImageSampling, item_seed
     from ospo.shapeworld import checkpoint_path
-    from ospo.shapeworld.evaluate import generate_and_score
+    from ospo.shapeworld.scoring import generate_and_score
 
     model = JanusAdapter.from_pretrained(str(checkpoint_path()), batch_size=2)
     records, sampling = load_eval_set("geneval")[:3], ImageSampling(cfg_scale=3.0)

@@ -1,7 +1,6 @@
 """ShapeWorld evaluation harness: a model on a fixed prompt set (`ospo.shapeworld.evalsets`), scored with the oracle
-(`ospo.shapeworld.evaluate`, whose names are re-exported here), summarised per task with bootstrap intervals and
-written as results.json, table.md and a contact sheet; a finished evaluation of the same weights and settings is
-reused. Evaluation, never a pipeline stage; the world's package imports nothing of this one.
+(`ospo.shapeworld.scoring`), summarised per task with bootstrap intervals and written as results.json, table.md and
+a contact sheet; a finished evaluation of the same weights and settings is reused. Evaluation, never a pipeline stage; the world's package imports nothing of this one.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from pathlib import Path
 from ospo.evaluate.compare import ImageResult, Summary, summarize
 from ospo.sampling import ImageSampling
 from ospo.shapeworld import evalsets
-from ospo.shapeworld.evaluate import ScoredImage, generate_and_score
+from ospo.shapeworld.scoring import ScoredImage, generate_and_score
 
 
 def summary_table(summary: Summary) -> str:

@@ -24,7 +24,7 @@ import torch
 from ospo.artifacts import atomic_write_text
 from ospo.sampling import ImageSampling
 from ospo.shapeworld import evalsets
-from ospo.shapeworld import evaluate as world_evaluate
+from ospo.shapeworld import scoring as world_scoring
 from ospo.shapeworld.pretrain import mixture
 from ospo.shapeworld.pretrain.config import DATA_VERSION, PretrainConfig, resume_config
 from ospo.shapeworld.pretrain.lm import train_find, train_lm, train_text
@@ -45,14 +45,14 @@ def dev_evaluate(adapter, cfg: PretrainConfig, num_per_subcategory: int = 6, num
 
     records = evalsets.dev_split(num_per_subcategory)
     sampling = ImageSampling(cfg_scale=adapter.default_cfg_scale)
-    scored, images = world_evaluate.generate_and_score(adapter, records, 1, sampling, seed=cfg.seed, desc="dev images")
+    scored, images = world_scoring.generate_and_score(adapter, records, 1, sampling, seed=cfg.seed, desc="dev images")
     rng = np.random.default_rng([cfg.seed, 9])
     held_out = [mixture.sample_vqa(rng) for _ in range(num_vqa)]
     from PIL import Image
 
-    vqa = world_evaluate.vqa_accuracy(adapter, [Image.fromarray(e.image) for e in held_out],
+    vqa = world_scoring.vqa_accuracy(adapter, [Image.fromarray(e.image) for e in held_out],
                                       [[e.question] for e in held_out], [[e.answer] for e in held_out])
-    own = world_evaluate.self_vqa_on_generated(adapter, records, scored, images, load_templates("shapeworld").vqa)
+    own = world_scoring.self_vqa_on_generated(adapter, records, scored, images, load_templates("shapeworld").vqa)
     return {"dev_geneval": float(np.mean([s.score for s in scored])), "dev_vqa_renders": vqa, "dev_vqa_own": own}
 
 
