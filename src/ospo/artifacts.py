@@ -96,6 +96,23 @@ class StageMismatch(OspoError):
     """A stage directory made with another config, model or inputs than the current run asks for."""
 
 
+def prompt_rows(text: str, where: str, hint: str = "") -> list[dict]:
+    """The rows of a JSON-lines prompt file (GenEval's metadata, exclusion lists): every non-empty line a JSON
+    object with a "prompt" string; an InputError names the file and line otherwise (`hint` is added to that)."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: line {n} is not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise InputError(f"{where}: line {n} has no \"prompt\" string{hint}")
+        rows.append(row)
+    return rows
+
+
 def read_jsonl(path: str | Path) -> list:
     """Records of a JSONL file written by `write_jsonl`."""
     from ospo.records import from_json
@@ -175,6 +192,8 @@ class StageDir:
         return (self.path / "manifest.json").exists()
 
     def finish(self, manifest: dict) -> dict:
+        """Merges the parts into records.jsonl / rejected.jsonl and writes the manifest last. `counts.out` is the
+        number of records unless the stage counts its output itself (training writes no records: its pairs)."""
         from collections import Counter
 
         from ospo.records import Rejected
@@ -188,7 +207,7 @@ class StageDir:
         write_jsonl(self.path / "records.jsonl", records)
         write_jsonl(self.path / "rejected.jsonl", rejected)
         manifest = {**manifest, "stage": self.name,
-                    "counts": {**manifest.get("counts", {}), "out": len(records), "rejected": len(rejected),
+                    "counts": {"out": len(records), **manifest.get("counts", {}), "rejected": len(rejected),
                                "rejected_by_reason": dict(Counter(r.reason for r in rejected))},
                     "records_hash": file_hash(self.path / "records.jsonl")}
         atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))

@@ -266,12 +266,10 @@ def summarize(run_dir: str | Path, cfg: RunConfig, seconds: dict[str, float] | N
         if StageDir(run_dir, folder).complete:
             m = manifests[name] = StageDir(run_dir, folder).manifest()
             c = m.get("counts", {})
-            out = c.get("pairs", c.get("out", 0))  # training writes no records: it counts the pairs it trained on
-            rejected = c.get("rejected", 0)
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(c.get("rejected_by_reason", {}).items(),
                                                                 key=lambda x: -x[1])[:4])
             t = f"{seconds[folder]:.1f}s" if folder in seconds else "-"
-            lines.append(f"{folder:<22}{out:>7}{rejected:>10}{t:>9}  {reasons}")
+            lines.append(f"{folder:<22}{c.get('out', 0):>7}{c.get('rejected', 0):>10}{t:>9}  {reasons}")
     local_S = manifests.get("score", {}).get("local_S", {})
     for role, s in sorted(local_S.items(), key=lambda x: x[0] != "positive"):
         lines.append(f"self-VQA S of {role} images on the prompt's questions: mean {s['mean_S']} (n={s['n']})")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ospo import runtime
-from ospo.artifacts import atomic_write_bytes, atomic_write_text
+from ospo.artifacts import atomic_write_bytes, atomic_write_text, prompt_rows
 from ospo.errors import InputError
 from ospo.registry import resolve_model_path
 
@@ -59,16 +59,8 @@ class ExportJob:
 def read_geneval(path: str | Path) -> list[BenchPrompt]:
     """evaluation_metadata.jsonl -> one prompt per line, its metadata kept as json.dumps of the line."""
     path = _existing_file(path, "evaluation_metadata.jsonl")
-    prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            metadata = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n + 1} is not a JSON line ({e})") from None
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("prompt"), str):
-            raise InputError(f"{path}:{n + 1} has no \"prompt\" string; is this GenEval's evaluation_metadata.jsonl?")
-        prompts.append(BenchPrompt(n, metadata["prompt"], metadata=json.dumps(metadata)))
-    return prompts
+    rows = prompt_rows(path.read_text(encoding="utf-8"), str(path), "; is this GenEval's evaluation_metadata.jsonl?")
+    return [BenchPrompt(n, row["prompt"], metadata=json.dumps(row)) for n, row in enumerate(rows)]
 
 
 def read_compbench_file(path: str | Path, category: str) -> list[BenchPrompt]:

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ospo import compose
-from ospo.artifacts import atomic_write_text, read_jsonl
+from ospo.artifacts import atomic_write_text, prompt_rows, read_jsonl
 from ospo.schema import ConfigError, data_path
 from ospo.errors import InputError
 from ospo.parsing import ParseError, normalize_prompt, prompt_key
@@ -137,18 +137,7 @@ def read_prompt_file(source) -> list[str]:
         raise InputError(f"prompts.exclude_files: cannot read {source} ({e})") from None
     if not source.name.endswith(".jsonl"):
         return [line.strip() for line in lines if line.strip()]
-    texts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{source}: line {n} is not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise InputError(f"{source}: line {n} has no \"prompt\" string")
-        texts.append(row["prompt"])
-    return texts
+    return [row["prompt"] for row in prompt_rows("\n".join(lines), str(source))]
 
 
 def excluded_prompt_keys(cfg) -> frozenset:

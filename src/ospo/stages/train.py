@@ -155,5 +155,6 @@ def run(ctx) -> dict:
                             f"in {out / 'checkpoints'} is kept (rerun to resume)") from None
     from ospo.stages._shared import finish
 
-    return finish(ctx, stage, lambda: {"counts": {"in": len(data) + len(rejected), "pairs": len(data)},
+    return finish(ctx, stage, lambda: {"counts": {"in": len(data) + len(rejected), "out": len(data),
+                                                  "pairs": len(data)},
                                        "select": select_dir, **summary})
