@@ -1,4 +1,7 @@
+import re
+
 import pytest
+import yaml
 
 from ospo.config import RunConfig, config_dict, config_hash, load_config
 from ospo.schema import ConfigError, parse_override
@@ -97,10 +100,10 @@ def test_the_shipped_shapeworld_train_folder_and_selection_defaults_are_unchange
     from ospo.config import SelectConfig
     from ospo.stages.train import stage_name
 
-    assert stage_name(load_config("shapeworld")) == "train-ospo-v2-b073f0e8"
+    assert stage_name(load_config("shapeworld")) == "train-ospo-v2-59a525ec"
     neutral = ["train.merge=true", "train.save_every=7", "train.keep_last=5", "train.num_previews=0"]
-    assert stage_name(load_config("shapeworld", neutral)) == "train-ospo-v2-b073f0e8"
-    assert stage_name(load_config("shapeworld", ["train.steps=13"])) != "train-ospo-v2-b073f0e8"
+    assert stage_name(load_config("shapeworld", neutral)) == "train-ospo-v2-59a525ec"
+    assert stage_name(load_config("shapeworld", ["train.steps=13"])) != "train-ospo-v2-59a525ec"
     default = SelectConfig()
     assert (default.chosen_threshold, default.rejected_threshold, default.v3_tau) == (
         selection.V2_CHOSEN_THRESHOLD, selection.V2_REJECTED_THRESHOLD, selection.V3_TAU) == (0.5, -0.5, 0.6)
@@ -123,3 +126,68 @@ def test_a_mapping_given_by_set_replaces_the_configs_as_in_a_yaml_file():
     assert one["color1"] == 2 and len(one) > 1  # a single key merges into the config's mapping
     written = config_dict(load_config("shapeworld", ["prompts.counts={spatial: 3}"]))
     assert type(written["prompts"]["counts"]) is dict  # plain mappings in what a run saves
+
+
+# the reference code's v2 (and v3) values, as docs/method.md's table "ospo vs the reference code" lists them
+REFERENCE_V2 = {
+    "prompts.counts": {"color1": 667, "color2": 667, "shape1": 667, "shape2": 667, "texture1": 666, "texture2": 666,
+                       "spatial2d": 1000, "spatial3d": 1000, "numeracy1": 1000, "numeracy2": 1000,
+                       "non-spatial": 4000, "complex": 4000},
+    "prompts.sampling.temperature": 1.0, "prompts.sampling.top_p": 1.0, "prompts.num_examples": 3,
+    "perturb.num_negatives": 3, "perturb.sampling.temperature": 1.2, "perturb.sampling.top_p": 0.9,
+    "perturb.sampling.max_new_tokens": 512,
+    "densify.enabled": True, "densify.sampling.temperature": 1.2, "densify.sampling.top_p": 0.9,
+    "densify.sampling.max_new_tokens": 512,
+    "questions.sampling.temperature": 1.2, "questions.sampling.top_p": 0.5, "questions.sampling.max_new_tokens": 256,
+    "images.cfg_scale": 5.0, "images.temperature": 1.0, "images.top_k": 0, "images.top_p": 1.0,
+    "select.rule": "v2", "select.chosen_threshold": 0.5, "select.rejected_threshold": -0.5,
+    "select.require_negative_prompt": True,
+    "train.simpo_weight": 0.8, "train.simpo_beta": 3.0, "train.copo_weight": 0.5, "train.copo_beta": 5.0,
+    "train.gamma_ratio": 0.5, "train.sft_weight": 1.5, "train.loss_type": "sigmoid", "train.label_smoothing": 0.0,
+    "train.guidance": 1.0, "train.lora.enabled": True, "train.lora.r": 32, "train.lora.alpha": 64,
+    "train.lora.dropout": 0.05, "train.lr": 1e-5, "train.schedule": "constant", "train.warmup_ratio": 0.0,
+    "train.adam_beta1": 0.9, "train.adam_beta2": 0.95, "train.weight_decay": 0.0, "train.max_grad_norm": 1.0,
+    "train.steps": 500, "train.batch_size": 128, "train.gradient_checkpointing": True, "train.bf16": "auto",
+}
+REFERENCE_V3 = {"select.rule": "v3", "select.v3_tau": 0.6, "train.object_weighting": True, "train.simpo_beta": 5.0,
+                "train.sft_weight": 2.0, "train.alpha": 1.0, "train.lora.r": 64, "train.lora.alpha": 128,
+                "train.lora.dropout": 0.05, "train.schedule": "cosine", "train.warmup_ratio": 0.05,
+                "train.steps": 1000, "train.batch_size": 256}
+
+
+def resolved(cfg, key):
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("name", ["janus-pro-1b", "janus-pro-7b"])
+def test_the_janus_pro_configs_resolve_to_the_reference_values(name, tmp_path):
+    from ospo.config import config_dict
+
+    cfg = load_config(name)
+    assert {k: resolved(cfg, k) for k in REFERENCE_V2} == REFERENCE_V2
+    v3 = load_config(name, ["recipe=ospo-v3"])
+    assert {k: resolved(v3, k) for k in REFERENCE_V3} == REFERENCE_V3
+    # a saved run config keeps by_recipe: switching its recipe still switches the budget
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(config_dict(cfg)))
+    assert (load_config(saved, ["recipe=ospo-v3"]).train.steps, load_config(saved).train.steps) == (1000, 500)
+
+
+def test_by_recipe_values_apply_only_under_their_recipe_and_under_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {steps: 7}\nby_recipe:\n  ospo-v3: {train: {steps: 9, lr: 0.5}}\n  dpo: {train: {steps: 3}}\n")
+    assert load_config(path).train.steps == 7
+    assert load_config(path, ["recipe=ospo-v3"]).train.steps == 9
+    assert load_config(path, ["recipe=ospo-v3", "train.steps=11"]).train.steps == 11  # --set wins
+    assert load_config(path, ["recipe=dpo"]).train.steps == 3
+    for text, message in (("by_recipe: {ospo-v9: {train: {steps: 1}}}", "by_recipe: unknown recipe 'ospo-v9' "
+                                                                       "(did you mean 'ospo-v3'?)"),
+                          ("by_recipe: [1]", "by_recipe must be a mapping from recipe names"),
+                          ("by_recipe: {dpo: 3}", "by_recipe.dpo must be a mapping of config values"),
+                          ("by_recipe: {dpo: {train: {stepz: 1}}}", "unknown config key 'train.stepz'")):
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(path)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import numpy as np
 import torch
 
 from ospo.errors import InputError, ModelLoadError
@@ -246,24 +247,22 @@ def test_yes_no_scores_with_shared_prefix_equal_full_forwards(tiny):
     assert shared[0].p_yes[0] != shared[0].p_yes[2]
 
 
-def test_yes_no_scores_bound_images_and_questions_per_forward_without_changing_answers(tiny, monkeypatch):
+def test_yes_no_scores_and_decoded_pixels_do_not_depend_on_the_batch(tiny, monkeypatch):
     codes = tiny.generate_image_tokens(PROMPTS[:4] * 2, list(range(8)), ImageSampling()).codes
-    images = tiny.decode_images(codes)
     asked = ["is there a red circle ?", "is there a dog ?", "is there a cat ?", "is the dog left of the tree ?",
              "is there a tree ?", "is there a square ?"]
     questions = [asked[:n] for n in (1, 1, 1, 1, 1, 6, 0, 2)]
-    unbounded = tiny.yes_no_scores(images, questions)  # batch_size 16, vqa_rows 128: one forward
-    groups, shared = [], tiny._yes_no_shared
-    monkeypatch.setattr(tiny, "_yes_no_shared", lambda imgs, qs: groups.append([len(q) for q in qs]) or shared(imgs, qs))
-    monkeypatch.setattr(tiny, "batch_size", 4)
-    monkeypatch.setattr(tiny, "vqa_rows", 5)
-    bounded = tiny.yes_no_scores(images, questions)
-    # <= 4 images (the fifth would fit 5 questions) and <= 5 questions per forward (the sixth image's 6 do not
-    # join the fifth's 1); an image with more than 5 questions goes alone
-    assert groups == [[1, 1, 1, 1], [1], [6], [0, 2]]
-    for a, b in zip(bounded, unbounded):
-        torch.testing.assert_close(a.p_yes, b.p_yes, atol=1e-5, rtol=0)
-        torch.testing.assert_close(a.p_no, b.p_no, atol=1e-5, rtol=0)
+    results = {}
+    for batch_size in (16, 3, 1):
+        monkeypatch.setattr(tiny, "batch_size", batch_size)
+        images = tiny.decode_images(codes)
+        results[batch_size] = ([np.asarray(im).tobytes() for im in images], tiny.yes_no_scores(images, questions))
+    alone = [tiny.yes_no_scores([im], [qs])[0] for im, qs in zip(tiny.decode_images(codes), questions)]
+    for batch_size in (3, 1):
+        assert results[batch_size][0] == results[16][0]  # byte for byte
+        for a, b, c in zip(results[batch_size][1], results[16][1], alone):
+            assert torch.equal(a.p_yes, b.p_yes) and torch.equal(a.p_no, b.p_no)
+            assert torch.equal(a.p_yes, c.p_yes) and torch.equal(a.p_no, c.p_no)
 
 
 def test_yes_no_takes_the_larger_case_variant(tiny):

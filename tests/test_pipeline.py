@@ -28,7 +28,8 @@ SETS = [QuestionSet("p0", "p0", "positive", "a red circle", ("is there a red cir
         QuestionSet("p0/n2", "p0", "negative", "a red star", ("is there a red star ?",)),
         QuestionSet("p1", "p1", "positive", "two cats", ("are there two cats ?", "is there a cat ?")),
         QuestionSet("p2", "p2", "positive", "a dog", ())]  # zero questions: cannot be chosen
-PERMISSIVE = ["--set", "select.chosen_threshold=-1.0", "--set", "select.rejected_threshold=1.0"]
+PERMISSIVE = ["--set", "select.chosen_threshold=-1.0", "--set", "select.rejected_threshold=1.0",
+              "--set", "select.require_negative_prompt=false"]
 
 
 def write_upstream(run_dir):
@@ -139,6 +140,18 @@ def test_malformed_config_gives_a_one_line_error_naming_the_key(tmp_path, config
     bad.write_text("images:\n  cfg_scal: 2\n")
     assert main(["run", "--config", str(bad), "--out", str(tmp_path / "run")]) == 2
     assert "unknown config key 'images.cfg_scal' (did you mean 'images.cfg_scale'?)" in capsys.readouterr().err
+
+
+def test_v2_drops_a_pair_without_a_negative_prompt_as_the_reference_does(done_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(done_run, run_dir)
+    assert main(["stage", "select", "--run", str(run_dir), *PERMISSIVE[:4],
+                 "--set", "select.require_negative_prompt=true"]) == 0
+    (stage,) = [StageDir(run_dir, p.name) for p in run_dir.iterdir()
+                if p.name.startswith("select-v2") and p.name != select_dir(done_run).name]
+    assert [r.id for r in stage.records()] == ["p0"]  # p1 has no negative question set: no x~
+    rejected = {r.id: r.reason for r in stage.read_parts() if not isinstance(r, TrainingPair)}
+    assert rejected == {"p1": "no-negative-prompt", "p2": "no-chosen-candidate"}
 
 
 def test_corrupt_codes_stop_v2_selection_with_an_error_naming_the_file(done_run, tmp_path, capsys):

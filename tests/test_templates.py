@@ -252,7 +252,7 @@ def test_janus_pro_set(tmp_path):
     for config in (Path(__file__).parents[1] / "src" / "ospo" / "configs").glob("janus-pro*.yaml"):  # the recipes name these sub-categories
         assert set(yaml.safe_load(config.read_text())["prompts"]["counts"]) <= set(categories), config
     assert all(len(e.seeds) >= 6 and e.compose for e in t.subcategories.values())
-    assert t.vqa("Is there a red car?") == "Is there a red car? Please answer yes or no."
+    assert t.vqa("Is there a red car?") == "Is there a red car? Please answer 'yes' or 'no' without explanation."
     assert t.global_question("a red car") == 'Does this picture match the description "a red car"?'
     # the worked examples inside the instructions parse with the set's own parsers
     perturb = t.perturb("a red car", "drop")

@@ -67,7 +67,9 @@ class PromptsConfig:
 @dataclass(frozen=True)
 class PerturbConfig:
     num_negatives: int = 3  # negative slots per prompt
-    sampling: TextConfig = TextConfig(max_new_tokens=64)
+    # each slot a sampled draw, as the reference (temperature 1.2, top-p 0.9): greedy slots of one plan repeat
+    sampling: TextConfig = TextConfig(max_new_tokens=64, temperature=1.0, top_p=0.9)
+    max_redraws: int = 3  # fresh draws for a slot whose negative repeats an earlier slot's ("duplicate" after)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class SelectConfig:
     chosen_threshold: float = V2_CHOSEN_THRESHOLD  # v2: every s_k of a chosen image above this
     rejected_threshold: float = V2_REJECTED_THRESHOLD  # v2: some s_k of a rejected image below this
     v3_tau: float = V3_TAU  # v3: chosen needs S >= tau
+    # v2: drop a pair when the chosen image clearly contradicts none of its prompt's negatives (no x~ for CoPO), as
+    # the reference does; false keeps it with the CoPO term at 0 (SimPO and SFT still train on it)
+    require_negative_prompt: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class LoraSettings:
     enabled: bool = True  # False: full fine-tuning of the language model
     r: int = 32
     alpha: int = 64
-    dropout: float = 0.0
+    dropout: float = 0.05
     # regex over module names: every linear projection of the language model only
     target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -137,6 +142,9 @@ class TrainConfig:
     # with guidance > 1: true (default) trains both rows (u with weight 1 - s); false lets the gradient flow through
     # the conditional logits only (u still changes indirectly, through the weights both rows share)
     guidance_uncond_grad: bool = True
+    # the image codes the losses read: "sampled" (the codes as drawn, which the likelihoods of selection were
+    # computed on) or "reencoded" (the saved previews through the VQ encoder, as the reference code does: lossy)
+    image_codes: str = one_of("sampled", "sampled", "reencoded")
     lora: LoraSettings = LoraSettings()
     lr: float = 1e-5
     schedule: str = one_of("constant", "constant", "cosine")  # constant | cosine (after warm-up)
@@ -171,6 +179,9 @@ class TrainConfig:
 class RunConfig:
     seed: int = 0
     recipe: str = "ospo-v2"  # training preset (ospo/recipes/<name>.yaml): its values sit under the config's own
+    # recipe name -> config values that apply only while that recipe is the run's (over the file's values and the
+    # preset, under --set): a config states each recipe's own budget, e.g. {ospo-v3: {train: {steps: 1000}}}
+    by_recipe: dict = field(default_factory=dict)
     chunk_size: int = 32  # items per chunk file: the unit of resuming and sharding (results do not depend on it)
     templates: str = "shapeworld"  # template set name or YAML path
     model: ModelConfig = ModelConfig()
@@ -212,6 +223,22 @@ def recipe_preset(name: str) -> dict:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown recipe '{name}'{hint}; recipes: {', '.join(recipe_names())}")
     return yaml.safe_load(path.read_text()) or {}
+
+
+def _recipe_values(by_recipe, recipe: str) -> dict:
+    """The `by_recipe` values of `recipe` (checked: a mapping from recipe names to config mappings)."""
+    if by_recipe is None:
+        return {}
+    if not isinstance(by_recipe, dict):
+        raise ConfigError(f"by_recipe must be a mapping from recipe names to config values, got {by_recipe!r}")
+    for name, values in by_recipe.items():
+        if name not in recipe_names():
+            close = difflib.get_close_matches(str(name), recipe_names(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"by_recipe: unknown recipe '{name}'{hint}; recipes: {', '.join(recipe_names())}")
+        if not isinstance(values, dict) or "recipe" in values or "by_recipe" in values:
+            raise ConfigError(f"by_recipe.{name} must be a mapping of config values (not recipe or by_recipe)")
+    return by_recipe.get(recipe, {})
 
 
 PATH_KEYS = (("prompts", "exclude_files"),)  # config keys holding lists of data file paths
@@ -277,11 +304,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     preset = recipe_preset(recipe)
     preset.pop("recipe", None)
     data = merge_mappings(data, preset) if "recipe" in extra else merge_mappings(preset, data)
+    data = merge_mappings(data, _recipe_values(extra.get("by_recipe", data.get("by_recipe")), recipe))
     data = plain(merge_mappings(data, extra))
     for key, replaced_by in REMOVED_KEYS.items():
         if key in data:
             raise ConfigError(f"config key '{key}' is gone: use {replaced_by}; delete '{key}' from the config")
     cfg = build_config(RunConfig, data)
+    for values in cfg.by_recipe.values():  # the other recipes' values are checked now, not when first used
+        build_config(RunConfig, plain(merge_mappings(data, values)))
     _check_paths(cfg)
     return cfg
 

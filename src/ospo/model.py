@@ -32,9 +32,6 @@ from ospo.unified import ImageTokens, YesNo
 
 log = logging.getLogger(__name__)
 
-VQA_ROWS = 128  # questions per self-VQA forward: the demo's score stage on the shipped model took 76 s at 128, 103 s
-# at 512 and 121 s with no bound at 128 images a batch (docs/experiments/speed.md); it also bounds memory at scale
-
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -81,7 +78,6 @@ class JanusAdapter:
         # image decoding with static step shapes (ospo.static_decode), on CUDA replayed as one CUDA graph per
         # bucket of `decode_bucket` keys (cuda_graphs); off until measured on a GPU (benchmarks.gpu --variants)
         self.static_decode, self.decode_bucket, self.cuda_graphs = False, 64, True
-        self.vqa_rows = VQA_ROWS  # yes_no_scores: questions per forward (each row holds a copy of its image's cache)
         cfg = model.config
         self.num_image_tokens = cfg.vision_config.num_image_tokens
         self.image_size = cfg.vision_config.image_size
@@ -327,11 +323,32 @@ class JanusAdapter:
         if decoder is not None:  # codes defined by construction decode exactly, without the learned VQ decoder
             return [Image.fromarray(decoder(row)) for row in codes.cpu().numpy()]
         images = []
-        for i in range(0, len(codes), self.batch_size):
-            pixels = self.janus.decode_image_tokens(codes[i:i + self.batch_size].to(self.device))  # (b, H, W, 3)
+        for row in codes:  # one image a pass: the VQ decoder's convolutions round differently at each batch size,
+            # and a pixel that moves by one changes what the model answers about the image
+            pixels = self.janus.decode_image_tokens(row[None].to(self.device))  # (1, H, W, 3)
             arr = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-            images += [Image.fromarray(a) for a in arr]
+            images.append(Image.fromarray(arr[0]))
         return images
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence) -> torch.Tensor:
+        """RGB images -> (B, N) codes through the VQ encoder: the reference code's training input (its PNGs
+        re-encoded), a lossy round trip of the sampled codes. Pixels map to [-1, 1] as decode_images maps back."""
+        import numpy as np
+        from PIL import Image
+
+        if self.code_decoder is not None:
+            raise InputError(f"{self.name}: its codes are drawn by a code decoder ({self.janus.config.ospo_code_decoder}) "
+                             "and have no image encoder; train on the sampled codes (train.image_codes: sampled)")
+        rows = []
+        for image in images:  # one a pass, as decode_images, so the codes do not depend on the batch
+            rgb = _as_rgb(image).resize((self.image_size, self.image_size), Image.BICUBIC)
+            pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+            vq = self.janus.model.vqmodel
+            rows.append(vq.encode(pixels.to(self.device, vq.dtype)).image_tokens.reshape(1, -1).long().cpu())
+        if not rows:
+            return torch.zeros(0, self.num_image_tokens, dtype=torch.long)
+        return torch.cat(rows)
 
     # ---------------------------------------------------------------- teacher forcing
     def image_token_logits(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, codes: torch.Tensor,
@@ -437,21 +454,16 @@ class JanusAdapter:
 
         Questions about one image share one encoded prefix: the image and chat preamble run once and their
         KV cache serves every question. `share_prefix=False` runs one full forward per question (a baseline).
+        Each image runs alone with its questions as the rows of one forward, so its answers do not depend on the
+        other images asked with it or on `batch_size` (batched images get other float roundings, and a score near
+        a threshold then selects other pairs); memory is one image's prefix cache copied once per question.
         """
         if len(images) != len(questions):
             raise InputError(f"need one question list per image, got {len(images)} images and {len(questions)}")
         if not len(images):
             raise InputError("no images given")
         fn = self._yes_no_shared if share_prefix else self._yes_no_full
-        results, i = [], 0
-        while i < len(images):  # up to batch_size images and, past the first image, up to vqa_rows questions
-            j, rows = i + 1, len(questions[i])
-            while j < len(images) and j - i < self.batch_size and rows + len(questions[j]) <= self.vqa_rows:
-                rows += len(questions[j])
-                j += 1
-            results += fn(list(images[i:j]), list(questions[i:j]))
-            i = j
-        return results
+        return [fn([image], [qs])[0] for image, qs in zip(images, questions)]
 
     def _yes_no_full(self, images, questions):
         out = []

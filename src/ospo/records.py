@@ -49,6 +49,7 @@ class Negative:
     edit: str  # "replace" | "swap" | "drop"
     text: str
     raw: str = ""
+    draw: int = 0  # 0 = the slot's first draw; k = its k-th redraw (the earlier draws repeated another slot)
 
 
 @dataclass(frozen=True)

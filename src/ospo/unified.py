@@ -86,6 +86,8 @@ class UnifiedModel(Protocol):
 
     def decode_images(self, codes: torch.Tensor) -> list: ...
 
+    def encode_images(self, images: Sequence) -> torch.Tensor: ...  # (B, N) codes of RGB images (VQ encoder)
+
     def yes_no_scores(self, images: Sequence, questions: Sequence[Sequence[str]]) -> list[YesNo]: ...
 
     def image_token_logps(self, prompts: Sequence[str], codes: torch.Tensor, branch: str = "cond",

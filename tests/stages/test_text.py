@@ -338,16 +338,57 @@ def test_perturb_core_every_path():
         perturb.slot_edits(SW, "shape1", 3)
 
 
+def test_a_replace_x3_plan_gets_three_distinct_negatives_by_redrawing_repeats():
+    prompt = Prompt("color1-00000", "a green cross", "attribute", "color1", "in-context")
+    first = {perturb.draw_seed(0, f"color1-00000/n{s}", 0) for s in range(3)}
+    later = iter(["a blue cross", "a red cross", "a blue cross", "a pink cross"])
+
+    def answer(instruction, seed):  # every first draw says the same; redraws give new (or again repeated) texts
+        return "result : a blue cross" if seed in first else f"result : {next(later)}"
+
+    sampled = TextSampling(temperature=1.0, top_p=0.9)
+    records = perturb.perturb_prompts([prompt], SW, FakeModel(answer), sampled, 0, 3, max_redraws=3)
+    assert [r.edit for r in records] == ["replace"] * 3
+    assert [(r.text, r.draw) for r in records] == [("a blue cross", 0), ("a pink cross", 3), ("a red cross", 1)]
+    # the redraw seeds are new, one per slot and round
+    model = FakeModel(answer)
+    later = iter(["a blue cross"] * 6)
+    records = perturb.perturb_prompts([prompt], SW, model, sampled, 0, 3, max_redraws=2)
+    assert [outcome(r, "text") for r in records] == ["a blue cross", "duplicate", "duplicate"]
+    assert records[1].detail == "a blue cross" and len(model.calls) == 3 + 2 + 2
+    assert len({seed for _, seed in model.calls}) == 7
+    # greedy decoding would repeat itself: no redraws, the repeats are rejected
+    model = FakeModel(answer)
+    records = perturb.perturb_prompts([prompt], SW, model, TextSampling(), 0, 3, max_redraws=3)
+    assert [outcome(r, "text") for r in records] == ["a blue cross", "duplicate", "duplicate"]
+    assert len(model.calls) == 3
+
+
+def test_perturb_manifest_counts_redrawn_and_duplicate_slots(tmp_path):
+    seed_stage(tmp_path, "prompts", PROMPTS[1:2])
+    first = {perturb.draw_seed(0, f"color1-00000/n{s}", 0) for s in range(3)}
+    answer = lambda i, seed: "result : a blue cross" if seed in first else "result : a red cross"
+    manifest = perturb.run(make_ctx(tmp_path, "perturb.max_redraws=2", model=FakeModel(answer)))
+    counts = manifest["counts"]
+    assert counts["redrawn"] == 1 and counts["rejected_by_reason"] == {"duplicate": 1} and counts["out"] == 2
+    with pytest.raises(ConfigError, match="perturb.max_redraws must be >= 0, got -1"):
+        perturb.run(make_ctx(tmp_path / "bad", "perturb.max_redraws=-1"))
+
+
 def test_perturb_stage_resumes_and_shards(tmp_path):
     for d in ("one", "crash", "two", "big"):
         seed_stage(tmp_path / d, "prompts", PROMPTS)
-    manifest = perturb.run(make_ctx(tmp_path / "one", "chunk_size=1"))
+    one = make_ctx(tmp_path / "one", "chunk_size=1")
+    manifest = perturb.run(one)
     assert counts_add_up(manifest) and manifest["counts"]["in"] == 9
+    assert len(one._model.calls) > 9  # repeats were drawn again
+    head = min(PROMPTS, key=lambda p: p.id)  # records are read in id order
+    first = sum(i.endswith(f" : {head.text}") for i, _ in one._model.calls)  # the first chunk's draws and redraws
     with pytest.raises(Crash):
-        perturb.run(make_ctx(tmp_path / "crash", "chunk_size=1", model=FakeModel(respond, fail_after=4)))
+        perturb.run(make_ctx(tmp_path / "crash", "chunk_size=1", model=FakeModel(respond, fail_after=first + 1)))
     resumed = make_ctx(tmp_path / "crash", "chunk_size=1")
     perturb.run(resumed)
-    assert len(resumed._model.calls) == 6  # the first chunk (3 slots) was kept
+    assert len(resumed._model.calls) == len(one._model.calls) - first  # the first chunk was kept
     run_two_ranks(perturb.run, tmp_path / "two", "chunk_size=1")
     perturb.run(make_ctx(tmp_path / "big", "chunk_size=2"))
     for d in ("crash", "two", "big"):

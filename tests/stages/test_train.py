@@ -37,7 +37,7 @@ def test_train_stage_writes_an_adapter_that_loads_and_changes_the_model(trained_
     rows = [json.loads(r) for r in (stage.path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-            "logps/rejected", "grad_norm", "lr"} <= set(rows[-1])
+            "logps/rejected", "grad_norm", "learning_rate", "nll_loss"} <= set(rows[-1])
     trained = JanusAdapter.from_pretrained(str(tiny_dir), adapter=manifest["outputs"]["adapter"])
     codes = torch.zeros(1, tiny.num_image_tokens, dtype=torch.long)
     with torch.no_grad():
@@ -205,3 +205,36 @@ def test_merge_and_checkpointing_options_reuse_a_finished_training(trained_run):
     prompts, seeds = ["a red circle"], [3]
     assert torch.equal(model.generate_image_tokens(prompts, seeds).codes,
                        with_adapter.generate_image_tokens(prompts, seeds).codes)
+
+
+def test_reencoded_codes_train_on_the_previews_through_the_vq_encoder(trained_run, tiny, capsys):
+    """train.image_codes=reencoded reproduces the reference code's input: the saved PNGs re-encoded (lossy), so
+    the update differs from training on the sampled codes, in a folder of its own."""
+    from ospo.stages import RunContext
+    from ospo.stages.train import load_pair_data
+
+    def pairs(*overrides):
+        ctx = RunContext(trained_run, load_config(trained_run / "config.yaml", list(overrides)), progress=False)
+        ctx._model = tiny
+        from ospo.stages.select import stage_name as select_name
+
+        return load_pair_data(ctx, StageDir(trained_run, select_name(ctx.config.select)))[0]
+
+    sampled, reencoded = pairs(), pairs("train.image_codes=reencoded")
+    assert reencoded.chosen.shape == sampled.chosen.shape and reencoded.chosen.dtype == torch.long
+    assert not torch.equal(reencoded.chosen, sampled.chosen)  # the round trip through pixels is lossy
+    assert torch.equal(reencoded.rejected, tiny.encode_images(tiny.decode_images(sampled.rejected)))
+    assert main(["stage", "train", "--run", str(trained_run), *SMALL, "--set", "train.image_codes=reencoded"]) == 0
+    new = _train_dir(trained_run, "train.image_codes=reencoded")
+    assert new.path != _train_dir(trained_run).path
+    assert (new.path / "adapter" / "adapter_model.safetensors").read_bytes() != (
+        _train_dir(trained_run).path / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_a_checkpoint_without_an_image_encoder_refuses_reencoding_in_one_line():
+    from ospo.errors import InputError
+    from ospo.registry import resolve_model_path
+
+    model = JanusAdapter.from_pretrained(resolve_model_path("shapeworld"))
+    with pytest.raises(InputError, match="have no image encoder; train on the sampled codes"):
+        model.encode_images([model.decode_images(torch.zeros(1, model.num_image_tokens, dtype=torch.long))[0]])

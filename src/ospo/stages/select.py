@@ -13,9 +13,9 @@ import dataclasses
 from collections import defaultdict
 
 from ospo.config import SelectConfig, config_hash
-from ospo.records import Image, Negative, Prompt, QuestionSet, Score, TrainingPair
+from ospo.records import Image, Negative, Prompt, QuestionSet, Rejected, Score, TrainingPair
 from ospo.scoring import histogram
-from ospo.selection import (Candidates, Slot, V2Plan, filter_stats, select_best_of_n, select_v1, select_v3, v2_plan,
+from ospo.selection import (STAGE, Candidates, Slot, V2Plan, filter_stats, select_best_of_n, select_v1, select_v3, v2_plan,
                             v2_select)
 from ospo.stages import RunContext, chunked, run_chunked
 from ospo.stages._shared import finish, start
@@ -23,7 +23,8 @@ from ospo.stages._shared import finish, start
 NAME = "select"
 INPUTS = ("prompts", "perturb", "images", "questions", "score")
 # the SelectConfig fields each rule reads
-RULE_FIELDS = {"v1": (), "v2": ("chosen_threshold", "rejected_threshold"), "v3": ("v3_tau",), "best-of-n": ()}
+RULE_FIELDS = {"v1": (), "v2": ("chosen_threshold", "rejected_threshold", "require_negative_prompt"), "v3": ("v3_tau",),
+               "best-of-n": ()}
 
 
 def rule_config(cfg: SelectConfig) -> SelectConfig:
@@ -103,7 +104,11 @@ def _select_chunk(ctx: RunContext, items: list[Candidates], codes) -> list:
         logp = _likelihoods(ctx.model, requests, stored)
     else:
         logp = {}
-    return [v2_select(c, p, logp) if isinstance(p, V2Plan) else p for c, p in zip(items, plans)]
+    out = [v2_select(c, p, logp) if isinstance(p, V2Plan) else p for c, p in zip(items, plans)]
+    if s.require_negative_prompt:
+        out = [Rejected(r.id, STAGE, "no-negative-prompt", detail="the chosen image clearly contradicts no negative "
+                        "prompt") if isinstance(r, TrainingPair) and r.negative_prompt is None else r for r in out]
+    return out
 
 
 def _summary(records: list, candidates: list[Candidates], s: SelectConfig) -> dict:

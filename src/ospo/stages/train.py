@@ -75,7 +75,22 @@ def load_pair_data(ctx, select_stage: StageDir) -> tuple[PairData, list[Rejected
         object_words=[object_words(p.prompt, sets[p.provenance.get("prompt_id", p.id)].questions
                                    if p.provenance.get("prompt_id", p.id) in sets else ()) for p in keep])
     data.chosen, data.rejected = data.chosen.long(), data.rejected.long()
+    if ctx.config.train.image_codes == "reencoded" and keep:
+        data.chosen, data.rejected = (_reencoded(ctx, [getattr(p, f"{role}_image_id") for p in keep])
+                                      for role in ("chosen", "rejected"))
     return data, rejected
+
+
+def _reencoded(ctx, image_ids: list[str]) -> torch.Tensor:
+    """The codes the VQ encoder gives the saved previews: the reference code's training input (lossy)."""
+    from ospo.stages.images import load_preview
+
+    images = ctx.stage("images")
+    try:
+        pictures = [load_preview(images, i) for i in image_ids]
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"train.image_codes=reencoded needs the image previews: {e}") from None
+    return ctx.model.encode_images(pictures)
 
 
 DATA_STAGES = ("prompts", "perturb", "densify", "images", "questions", "score")

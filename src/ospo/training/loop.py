@@ -21,6 +21,7 @@ import torch
 
 from ospo.config import TrainConfig
 from ospo.losses import sequence_logp
+from ospo.sampling import item_seed
 from ospo.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ospo.training.data import PairData, TrainingError
 from ospo.training.metrics import MetricLog
@@ -142,7 +143,7 @@ def _optimizer(params: list, cfg: TrainConfig, lr: float) -> torch.optim.AdamW:
 
 
 def _backward(adapter: UnifiedModel, module, acc, data: PairData, cfg: TrainConfig, rows: np.ndarray, step: int,
-              out: Path) -> dict[str, torch.Tensor]:
+              out: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     """Forward and backward of this process's micro-batches of one step (gradients accumulate; DDP syncs on the
     last). Returns per metric a (sum, count) tensor over the process's pairs."""
     world, device, bf16 = acc.num_processes, acc.device, _bf16(cfg, acc.device)
@@ -150,6 +151,9 @@ def _backward(adapter: UnifiedModel, module, acc, data: PairData, cfg: TrainConf
     sums: dict[str, torch.Tensor] = {}
     for k in range(accum):
         micro = rows[k * cfg.micro_batch_size:(k + 1) * cfg.micro_batch_size]
+        # LoRA dropout's masks from the step and the micro-batch's pairs: a resumed run draws what the uninterrupted
+        # one drew, and the same micro-batch draws the same masks in any process
+        torch.manual_seed(item_seed(seed, f"train/step-{step}/pairs-{','.join(map(str, micro.tolist()))}"))
         prompts, codes, batch = micro_batch(data, micro, device)
         ids, mask = adapter.image_prompt_ids(prompts)
         sync = k == accum - 1
@@ -217,13 +221,13 @@ def train(adapter: UnifiedModel, data: PairData, cfg: TrainConfig, out_dir: str 
             for g in opt.param_groups:
                 g["lr"] = learning_rate(cfg, step, total, base_lr)
             rows = batch_rows(seed, len(data), step, cfg.batch_size)[rank * per_process:(rank + 1) * per_process]
-            sums = _backward(adapter, module, acc, data, cfg, rows, step, out)
+            sums = _backward(adapter, module, acc, data, cfg, rows, step, out, seed)
             grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             last = _mean_over_processes(acc, sums)
             logger.write({"step": step + 1, "epoch": (step + 1) * cfg.batch_size / len(data),
-                          "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), **last})
+                          "learning_rate": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), **last})
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['rewards/accuracies']:.2f}", refresh=False)

@@ -52,7 +52,7 @@ def objective(cfg: TrainConfig, logps: dict, batch: dict) -> tuple[torch.Tensor,
     if cfg.sft_weight:
         sft = sft_loss(lw)
         total = total + cfg.sft_weight * sft
-        metrics["loss/sft"] = sft.detach()
+        metrics["nll_loss"] = sft.detach()  # TRL's name for the chosen images' negative log-likelihood
     if primary is None:  # SFT only: log the plain likelihoods as rewards
         primary = Preference(torch.zeros_like(lw), lw.detach(), ll.detach())
     metrics["rewards/chosen"] = primary.chosen_rewards
