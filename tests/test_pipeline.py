@@ -154,6 +154,16 @@ def test_v2_drops_a_pair_without_a_negative_prompt_as_the_reference_does(done_ru
     assert rejected == {"p1": "no-negative-prompt", "p2": "no-chosen-candidate"}
 
 
+def test_without_previews_the_judge_decodes_the_codes_to_the_same_scores_and_pairs(done_run, tmp_path,
+                                                                                  config_file):
+    run_dir = write_upstream(tmp_path / "run")
+    assert main(["run", "--config", str(config_file), "--out", str(run_dir), "--stages", "select,images,score",
+                 *PERMISSIVE, "--set", "images.previews=false"]) == 0
+    assert not list((run_dir / "images").glob("previews/*.png"))
+    for name in ("images", "score", select_dir(done_run).name):
+        assert (run_dir / name / "records.jsonl").read_bytes() == (done_run / name / "records.jsonl").read_bytes()
+
+
 def test_corrupt_codes_stop_v2_selection_with_an_error_naming_the_file(done_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(done_run, run_dir)

@@ -84,6 +84,9 @@ class ImagesConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    # PNG previews (images/previews/) for people and the report; false writes none (the codes are the training
+    # input, and the judge decodes them in memory to the same pixels): ~25-35 GB less per iteration at paper scale
+    previews: bool = True
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ Conventions
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from pathlib import Path
@@ -116,12 +117,24 @@ class JanusAdapter:
     def save_pretrained(self, out_dir: str | Path) -> None:
         """The model as it is (a PEFT model saves its adapter) and the processor, loadable with `--model`."""
         self.model.save_pretrained(out_dir)
-        self.processor.save_pretrained(out_dir)
+        self._save_processor(out_dir)
 
     def save_full_model(self, out_dir: str | Path) -> None:
         """The whole Janus below any PEFT wrapper, and the processor: a checkpoint `--model` loads."""
         self.janus.save_pretrained(out_dir)
+        self._save_processor(out_dir)
+
+    def _save_processor(self, out_dir: str | Path) -> None:
+        """The processor, without the loading flags transformers keeps among its init arguments: a checkpoint saved
+        by an offline run must not tell every later loader to stay offline (`local_files_only`)."""
         self.processor.save_pretrained(out_dir)
+        for name in ("tokenizer_config.json", "processor_config.json"):
+            path = Path(out_dir) / name
+            if path.is_file():
+                data = json.loads(path.read_text())
+                if isinstance(data, dict) and {"local_files_only", "is_local"} & set(data):
+                    kept = {k: v for k, v in data.items() if k not in ("local_files_only", "is_local")}
+                    path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
 
     @property
     def default_cfg_scale(self) -> float:

@@ -199,6 +199,9 @@ def test_merge_and_checkpointing_options_reuse_a_finished_training(trained_run):
     assert (stage.path / "adapter" / "adapter_model.safetensors").read_bytes() == adapter_before
     merged = stage.manifest()["outputs"]["merged"]
     assert merged == str(stage.path / "merged")
+    for name in ("tokenizer_config.json", "processor_config.json"):  # saved offline, loadable online
+        saved = (stage.path / "merged" / name).read_text()
+        assert "local_files_only" not in saved and "is_local" not in saved
     model = JanusAdapter.from_pretrained(merged)  # loads with --model alone
     with_adapter = JanusAdapter.from_pretrained(str(load_config(trained_run / "config.yaml").model.path),
                                                 adapter=str(stage.path / "adapter"))

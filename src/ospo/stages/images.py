@@ -20,6 +20,7 @@ import numpy as np
 
 from ospo.artifacts import (ArtifactError, StageDir, atomic_write_bytes, file_hash, load_codes, load_image,
                             save_codes)
+from ospo.errors import InputError
 from ospo.records import DensePair, Image, Rejected, id_to_filename
 from ospo.sampling import ImageSampling, item_seed
 from ospo.stages import RunContext, chunked, run_chunked
@@ -104,6 +105,23 @@ def load_preview(stage_dir: StageDir | str | Path, image_id: str):
     return load_image(preview_path(_stage(stage_dir), image_id))
 
 
+class Pictures:
+    """The pictures of a finished images stage, as the judge sees them: its PNG previews, or, for a stage run with
+    `images.previews: false`, its codes decoded in memory (the same pixels: PNG is lossless)."""
+
+    def __init__(self, stage_dir: StageDir | str | Path, model, previews: bool):
+        self.stage, self.model, self.previews, self._codes = _stage(stage_dir), model, previews, None
+
+    def __call__(self, image_id: str):
+        if self.previews:
+            return load_preview(self.stage, image_id)
+        if self._codes is None:  # every code file, hash-checked, once per process
+            self._codes = load_image_codes(self.stage)
+        if image_id not in self._codes:
+            raise InputError(f"{self.stage.path}: no stored codes for image {image_id}")
+        return self.model.decode_images(np.asarray(self._codes[image_id], dtype=np.int64)[None])[0]
+
+
 def _png_bytes(picture) -> bytes:
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
@@ -112,7 +130,7 @@ def _png_bytes(picture) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ shell
 def _generate_chunk(model, stage: StageDir, key: str, pairs: list[DensePair], run_seed: int,
-                    sampling: ImageSampling) -> list:
+                    sampling: ImageSampling, previews: bool = True) -> list:
     requests, refused = image_requests(pairs, run_seed)
     if not requests:
         save_codes(codes_path(stage, key), {})
@@ -121,8 +139,9 @@ def _generate_chunk(model, stage: StageDir, key: str, pairs: list[DensePair], ru
     codes = tokens.codes.cpu().numpy()  # (2P, N)
     mean_logps = tokens.logps.float().mean(-1).tolist()  # (2P,) l(y | dense prompt), cond branch
     save_codes(codes_path(stage, key), {r[0]: row for r, row in zip(requests, codes)})
-    for (image_id, *_), picture in zip(requests, model.decode_images(tokens.codes)):
-        atomic_write_bytes(preview_path(stage, image_id), _png_bytes(picture))
+    if previews:
+        for (image_id, *_), picture in zip(requests, model.decode_images(tokens.codes)):
+            atomic_write_bytes(preview_path(stage, image_id), _png_bytes(picture))
     images = [Image(id=image_id, pair_id=pair.id, prompt_id=pair.prompt_id, slot=pair.slot, role=role, prompt=text,
                     seed=seed, mean_logp=float(lp))
               for (image_id, pair, role, text, seed), lp in zip(requests, mean_logps)]
@@ -141,7 +160,7 @@ def run(ctx: RunContext) -> dict:
     i = cfg.images
     sampling = ImageSampling(cfg_scale=i.cfg_scale, temperature=i.temperature, top_k=i.top_k, top_p=i.top_p)
     run_chunked(ctx, stage, chunks, lambda items: _generate_chunk(ctx.model, stage, key_of[items[0].id], items,
-                                                                   cfg.seed, sampling), desc="images")
+                                                                   cfg.seed, sampling, i.previews), desc="images")
 
     def manifest() -> dict:
         missing = [str(codes_path(stage, key)) for key, _ in chunks if not codes_path(stage, key).is_file()]

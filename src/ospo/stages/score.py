@@ -64,10 +64,7 @@ def local_score_summary(images: list[Image], scores: list[Score], question_sets:
 
 
 # ------------------------------------------------------------------------------------------------ shell
-def _score_chunk(ctx: RunContext, items: list[tuple[Image, tuple[QuestionSet, ...]]]) -> list:
-    from ospo.stages.images import load_preview
-
-    images_stage = ctx.stage("images")
+def _score_chunk(ctx: RunContext, items: list[tuple[Image, tuple[QuestionSet, ...]]], pictures) -> list:
     out, asked = [], []
     for image, sets in items:
         if not sets:
@@ -77,7 +74,7 @@ def _score_chunk(ctx: RunContext, items: list[tuple[Image, tuple[QuestionSet, ..
             out += split_scores(image.id, sets, [], [])
             continue
         try:
-            asked.append((image, sets, load_preview(images_stage, image.id)))
+            asked.append((image, sets, pictures(image.id)))
         except InputError as e:
             out.append(Rejected(image.id, NAME, "unreadable-preview", detail=str(e)))
     if asked:
@@ -90,7 +87,7 @@ def _score_chunk(ctx: RunContext, items: list[tuple[Image, tuple[QuestionSet, ..
 
 def run(ctx: RunContext) -> dict:
     """Scores every image of stage 'images' on the question sets of stage 'questions'; returns the manifest."""
-    from ospo.stages.images import model_identity
+    from ospo.stages.images import Pictures, model_identity
 
     cfg = ctx.config
     stage = start(ctx, NAME, [model_identity(cfg.model)], ["images", "questions"], True, chunk_size=cfg.chunk_size)
@@ -103,7 +100,8 @@ def run(ctx: RunContext) -> dict:
         by_prompt[qs.prompt_id].append(qs)
     plan = [(image, question_sets_for(image, by_prompt[image.prompt_id])) for image in images]
     chunks = chunked(plan, cfg.chunk_size)
-    run_chunked(ctx, stage, chunks, lambda items: _score_chunk(ctx, items), desc="score")
+    pictures = Pictures(ctx.stage("images"), ctx.model, cfg.images.previews)
+    run_chunked(ctx, stage, chunks, lambda items: _score_chunk(ctx, items, pictures), desc="score")
 
     def manifest() -> dict:
         scores = [r for r in stage.read_parts() if isinstance(r, Score)]

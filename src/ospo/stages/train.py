@@ -82,15 +82,12 @@ def load_pair_data(ctx, select_stage: StageDir) -> tuple[PairData, list[Rejected
 
 
 def _reencoded(ctx, image_ids: list[str]) -> torch.Tensor:
-    """The codes the VQ encoder gives the saved previews: the reference code's training input (lossy)."""
-    from ospo.stages.images import load_preview
+    """The codes the VQ encoder gives the images' pictures (the saved previews, or the codes decoded in memory when
+    the images stage wrote none): the reference code's training input (lossy)."""
+    from ospo.stages.images import Pictures
 
-    images = ctx.stage("images")
-    try:
-        pictures = [load_preview(images, i) for i in image_ids]
-    except (OSError, ValueError) as e:
-        raise TrainingError(f"train.image_codes=reencoded needs the image previews: {e}") from None
-    return ctx.model.encode_images(pictures)
+    pictures = Pictures(ctx.stage("images"), ctx.model, ctx.config.images.previews)
+    return ctx.model.encode_images([pictures(i) for i in image_ids])
 
 
 DATA_STAGES = ("prompts", "perturb", "densify", "images", "questions", "score")
