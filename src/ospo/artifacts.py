@@ -96,11 +96,21 @@ class StageMismatch(OspoError):
     """A stage directory made with another config, model or inputs than the current run asks for."""
 
 
+def lines(text: str) -> list[str]:
+    """The lines of a file's text, split at "\n" alone (a "\r" before it dropped). Not str.splitlines(): it also
+    splits at U+2028, U+2029, U+0085 and other separators, which a record or prompt may hold inside its text (JSON
+    written with ensure_ascii=False keeps them as they are)."""
+    parts = text.split("\n")
+    if parts[-1] == "":  # the newline that ends the last line starts no line
+        parts.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in parts]
+
+
 def prompt_rows(text: str, where: str, hint: str = "") -> list[dict]:
     """The rows of a JSON-lines prompt file (GenEval's metadata, exclusion lists): every non-empty line a JSON
     object with a "prompt" string; an InputError names the file and line otherwise (`hint` is added to that)."""
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(lines(text), 1):
         if not line.strip():
             continue
         try:
@@ -121,7 +131,7 @@ def read_jsonl(path: str | Path) -> list:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines(path.read_text(encoding="utf-8")), 1):
         if line.strip():
             try:
                 out.append(from_json(line))
@@ -216,8 +226,22 @@ class StageDir:
     def manifest(self) -> dict:
         if not self.complete:
             raise ArtifactError(f"stage '{self.name}' has not finished in {self.path.parent}; run it first")
-        return json.loads((self.path / "manifest.json").read_text())
+        path = self.path / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise ArtifactError(f"{path} is not a readable manifest ({e}); delete {self.path} and rerun the stage "
+                                "(it gives the same records)") from None
+        if not isinstance(manifest, dict):
+            raise ArtifactError(f"{path} is not a manifest (a JSON object); delete {self.path} and rerun the stage")
+        return manifest
 
     def records(self) -> list:
-        self.manifest()
-        return read_jsonl(self.path / "records.jsonl")
+        """The finished stage's records, checked against the hash its manifest recorded: a later stage never builds
+        on a truncated or edited file."""
+        expected = self.manifest().get("records_hash")
+        path = self.path / "records.jsonl"
+        if expected is not None and (not path.is_file() or file_hash(path) != expected):
+            raise ArtifactError(f"{path} changed after its stage finished (its hash differs from {self.path}/"
+                                f"manifest.json); delete {self.path} and rerun the stage (it gives the same records)")
+        return read_jsonl(path)

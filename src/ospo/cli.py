@@ -7,6 +7,7 @@ Errors meant for the user (OspoError, ValueError from validation) print as one l
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -24,8 +25,19 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="items per forward pass")
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a number (NaN passes every range check; inf breaks arithmetic)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _add_cfg_scale_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cfg-scale", type=float, default=None,
+    p.add_argument("--cfg-scale", type=finite_float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the checkpoint's, from its generation "
                         "config; 5 when it has none)")
 
@@ -56,9 +68,9 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for several)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
     _add_cfg_scale_arg(p)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--temperature", type=finite_float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--top-p", type=finite_float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=0, help="image k of a prompt uses seed + k")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_generate)
@@ -128,7 +140,7 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--images-per-prompt", type=int, default=4)
     p.add_argument("--limit", type=int, default=None, help="first N prompts of every task")
     _add_cfg_scale_arg(p)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_shapeworld)
@@ -144,7 +156,7 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--images-per-prompt", type=int, default=None,
                    help="default: 4 (geneval), 10 (t2i-compbench); dpg-bench: always 4 (one 2x2 grid)")
     _add_cfg_scale_arg(p)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--temperature", type=finite_float, default=1.0, help="0 = greedy")
     p.add_argument("--limit", type=int, default=None, help="first N prompts (of every category)")
     p.add_argument("--category", action="append", default=None, metavar="NAME[,NAME]",
                    help="t2i-compbench categories to export from the dataset folder (default: all 8)")
@@ -317,7 +329,7 @@ def _run_pipeline(args, run_dir, cfg, names, iteration: int = 1) -> int:
     worker = "OSPO_RANK" in os.environ
     if args.num_processes > 1 and int(os.environ.get("WORLD_SIZE", 1)) > 1 and not worker:
         raise InputError("--num-processes and a distributed launcher (WORLD_SIZE > 1) both shard; use one of them")
-    pipeline.prepare_run_dir(run_dir, cfg)
+    pipeline.prepare_run_dir(run_dir, cfg, write=False)  # a run directory of another config fails before any work
     if args.num_processes > 1 and not worker:
         for name in names:  # fail here, not in every worker, when a stage does not exist
             pipeline.stage_module(name)

@@ -20,10 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ospo.schema import (PACKAGE_PREFIX, ConfigError, build_config, data_path, merge_mappings, one_of, parse_overrides,
-                         plain)
+                         plain, read_yaml_file)
 from ospo.selection import RULES, V2_CHOSEN_THRESHOLD, V2_REJECTED_THRESHOLD, V3_TAU
 
 SHAPEWORLD_COUNTS = {"object1": 6, "object2": 10, "color1": 12, "color2": 24, "texture1": 10, "texture2": 20,
@@ -178,6 +176,47 @@ class TrainConfig:
                               "is run)")
 
 
+# (dotted key, lowest, highest, whether the bounds themselves are allowed): checked when a RunConfig is built, so a
+# value no stage can use is refused before anything is written
+RANGES = (
+    ("chunk_size", 1, None, True), ("model.batch_size", 1, None, True),
+    ("prompts.num_examples", 1, None, True), ("prompts.refresh_every", 1, None, True),
+    ("prompts.round_size", 1, None, True), ("prompts.oversample", 0, None, False),
+    ("perturb.num_negatives", 1, None, True), ("perturb.max_redraws", 0, None, True),
+    ("questions.max_questions", 1, None, True),
+    ("select.chosen_threshold", -1, 1, True), ("select.rejected_threshold", -1, 1, True),
+    ("select.v3_tau", -1, 1, True),
+    ("train.lr", 0, None, False), ("train.batch_size", 1, None, True), ("train.micro_batch_size", 1, None, True),
+    ("train.steps", 0, None, True), ("train.epochs", 0, None, False), ("train.warmup_ratio", 0, 1, True),
+    ("train.save_every", 0, None, True), ("train.keep_last", 1, None, True), ("train.max_grad_norm", 0, None, False),
+    ("train.weight_decay", 0, None, True), ("train.adam_beta1", 0, 1, True), ("train.adam_beta2", 0, 1, True),
+    ("train.lora.r", 1, None, True), ("train.lora.alpha", 0, None, False), ("train.lora.dropout", 0, 1, True),
+    ("train.iteration_lr_scale", 0, None, False), ("train.num_previews", 0, None, True),
+    ("train.label_smoothing", 0, 0.5, True), ("train.alpha", 0, None, True),
+) + tuple((f"{section}.sampling.{key}", low, high, closed) for section in ("prompts", "perturb", "densify", "questions")
+          for key, low, high, closed in (("max_new_tokens", 1, None, True), ("temperature", 0, None, True)))
+
+
+def check_ranges(cfg) -> None:
+    for key, low, high, closed in RANGES:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        below = value < low if closed else value <= low
+        above = high is not None and (value > high if closed else value >= high)
+        if below or above:
+            sign = (">=" if closed else ">") if high is None else "in"
+            bound = low if high is None else (f"[{low}, {high}]" if closed else f"({low}, {high})")
+            raise ConfigError(f"{key} must be {sign} {bound}, got {value!r}")
+    for section in ("prompts", "perturb", "densify", "questions"):
+        top_p = getattr(cfg, section).sampling.top_p
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"{section}.sampling.top_p must be in (0, 1], got {top_p!r}")
+    for sub, n in cfg.prompts.counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"prompts.counts.{sub} must be a count >= 0, got {n!r}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
@@ -197,8 +236,7 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        check_ranges(self)
         if self.train.guidance is None:
             if self.images.cfg_scale < 1:
                 raise ConfigError(f"train.guidance follows images.cfg_scale ({self.images.cfg_scale}) and must be "
@@ -225,7 +263,7 @@ def recipe_preset(name: str) -> dict:
         close = difflib.get_close_matches(name, recipe_names(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown recipe '{name}'{hint}; recipes: {', '.join(recipe_names())}")
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml_file(path, f"recipe '{name}'") or {}
 
 
 def _recipe_values(by_recipe, recipe: str) -> dict:
@@ -290,10 +328,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         p = config_path(path)
         if not p.is_file():
             raise ConfigError(f"config file '{path}' does not exist (shipped configs: {', '.join(config_names())})")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        data = read_yaml_file(p, f"config file '{path}'") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must be a mapping")
     if path is not None:

@@ -26,7 +26,7 @@ def _run_iterations(out: Path, cfg, iterations: int, base, seconds: dict):
     from ospo.stages import STAGES
 
     run_dir = out
-    pipeline.prepare_run_dir(run_dir, cfg)
+    pipeline.prepare_run_dir(run_dir, cfg, write=False)
 
     def done(folder, manifest, elapsed, prefix=""):
         seconds[prefix + folder] = elapsed
@@ -41,7 +41,7 @@ def _run_iterations(out: Path, cfg, iterations: int, base, seconds: dict):
         cfg = pipeline.next_iteration_config(cfg, run_dir, k)
         run_dir = out / f"iter-{k}"
         print(f"  iteration {k} in {run_dir} (the model of iteration {k - 1}) ...", flush=True)
-        pipeline.prepare_run_dir(run_dir, cfg)
+        pipeline.prepare_run_dir(run_dir, cfg, write=False)
         pipeline.run_stages(run_dir, cfg, list(STAGES), lambda *a, p=f"iter-{k}/": done(*a, prefix=p), iteration=k)
         print(pipeline.summarize(run_dir, cfg, seconds), flush=True)
     return cfg, run_dir

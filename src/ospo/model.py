@@ -621,6 +621,10 @@ def _attach_adapter(model, adapter: str):
     p = Path(adapter)
     if not (p / "adapter_config.json").is_file():
         raise ModelLoadError(f"'{adapter}' is not a PEFT adapter directory (no adapter_config.json)")
+    if not (p / "adapter_model.safetensors").is_file():  # PEFT would fall back to a pickled adapter_model.bin
+        found = "; it holds adapter_model.bin (pickle), which ospo does not load" if (p / "adapter_model.bin").exists() \
+            else ""
+        raise ModelLoadError(f"adapter '{adapter}' has no adapter_model.safetensors{found}")
     try:
         return PeftModel.from_pretrained(model, adapter)
     except (RuntimeError, ValueError, KeyError) as e:

@@ -25,7 +25,7 @@ import yaml
 from ospo.artifacts import atomic_write_text
 from ospo.config import RunConfig, config_dict, load_config
 from ospo.errors import OspoError
-from ospo.schema import ConfigError
+from ospo.schema import ConfigError, read_yaml_file
 from ospo.scoring import histogram
 from ospo.stages import STAGES, RunContext
 
@@ -97,11 +97,15 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k, KeyError) != b.get(k, KeyError))
 
 
-def prepare_run_dir(run_dir: str | Path, cfg: RunConfig) -> None:
-    """Writes the resolved config into a new run directory, or checks it against the saved one."""
+def prepare_run_dir(run_dir: str | Path, cfg: RunConfig, write: bool = True) -> None:
+    """Checks the resolved config against the one saved in the run directory, or, with `write` and none saved yet,
+    saves it. Only a process holding the run directory's rank-0 lock writes (`run_stages`): a check before the lock
+    (`write=False`) fails early on a run directory made with another config and writes nothing."""
     path = Path(run_dir) / CONFIG_FILE
     if path.is_file():
-        saved = yaml.safe_load(path.read_text()) or {}
+        saved = read_yaml_file(path, f"the run's config {path}", RunDirError) or {}
+        if not isinstance(saved, dict):
+            raise RunDirError(f"the run's config {path} is not a mapping; restore it or use a new run directory")
         differ = [k for k in config_differences(saved, config_dict(cfg)) if not k.startswith(MAY_DIFFER)]
         if differ:
             was, now = flatten(saved), flatten(config_dict(cfg))
@@ -110,7 +114,8 @@ def prepare_run_dir(run_dir: str | Path, cfg: RunConfig) -> None:
             raise RunDirError(f"{run_dir} was made with another config ({values}); use a new run directory, or the "
                               f"saved config ({path}){f': {keep} resumes it' if keep else ''}")
         return
-    atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    if write:
+        atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
@@ -180,7 +185,8 @@ def run_stages(run_dir: str | Path, cfg: RunConfig, names: list[str],
         ctx.progress = ctx.rank == 0
     manifests = {}
     with lock_run_dir(run_dir, ctx.rank):
-        prepare_run_dir(run_dir, cfg)  # again, under the lock: two runs started together both passed the first check
+        # under the lock: two runs started together both passed the check before it; rank 0 alone writes the config
+        prepare_run_dir(run_dir, cfg, write=ctx.rank == 0)
         for name in names:
             start = time.monotonic()
             manifest = stage_module(name).run(ctx) or ctx.stage(stage_dir_name(name, cfg)).manifest()

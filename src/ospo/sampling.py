@@ -6,6 +6,7 @@ tokens never depend on which other items share its batch, the batch order or the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ class ImageSampling:
 
     def __post_init__(self):
         _check_sampling(self.temperature, self.top_k, self.top_p)
+        if not math.isfinite(self.cfg_scale):
+            raise ValueError(f"cfg_scale must be a finite number, got {self.cfg_scale}")
         if self.cfg_scale < 1:
             raise ValueError(f"cfg_scale must be >= 1 (1 = no guidance), got {self.cfg_scale}")
 
@@ -46,6 +49,9 @@ class TextSampling:
 
 
 def _check_sampling(temperature, top_k, top_p):
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k < 0:

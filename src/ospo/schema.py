@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import field
@@ -81,6 +82,8 @@ def _check_type(key: str, value, annotation, choices: tuple[str, ...] | None = N
                                                       (hint is int and isinstance(value, bool))):
         use = "; use true or false" if hint is bool else ""
         raise ConfigError(f"{key} must be {hint.__name__}, got {type(value).__name__} {value!r}{use}")
+    if hint is float and not math.isfinite(value):  # NaN passes every range check and inf breaks arithmetic
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     return value
 
 
@@ -132,12 +135,43 @@ def plain(data):
     return {k: plain(v) for k, v in data.items()} if isinstance(data, dict) else data
 
 
+MAX_YAML_BYTES = 1 << 20  # a config is a few KB; the bound keeps a hostile file from filling memory
+
+
+def read_yaml(text: str, where: str, error=None):
+    """YAML text -> Python values, for configs, recipes and templates. Refuses aliases (`&a` / `*a`: nested ones
+    expand exponentially, the "billion laughs"), texts over MAX_YAML_BYTES and invalid YAML, each as one `error`
+    (ConfigError unless given) naming `where`."""
+    error = error or ConfigError
+    if len(text.encode("utf-8", errors="replace")) > MAX_YAML_BYTES:
+        raise error(f"{where} is larger than {MAX_YAML_BYTES // 1024} KiB; a config is a few KB")
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise error(f"{where} uses a YAML alias (*{event.anchor}); write the values out instead")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise error(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def read_yaml_file(path, where: str | None = None, error=None):
+    """`read_yaml` of a file, with unreadable and non-UTF-8 files refused in one line naming the file."""
+    error = error or ConfigError
+    where = where or f"'{path}'"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise error(f"cannot read {where}: {e.strerror or e}") from None
+    return read_yaml(text, where, error)
+
+
 def parse_value(raw: str):
     """A `--set` value: its text read as YAML (numbers, booleans, lists, null); empty text is the empty string."""
-    try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set value {raw!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return read_yaml(raw, f"--set value {raw!r}") if raw.strip() else ""
 
 
 def parse_override(text: str) -> dict:

@@ -40,10 +40,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-import yaml
 
 from ospo import parsing
 from ospo.errors import OspoError
+from ospo.schema import read_yaml
 
 EDITS = ("replace", "swap", "drop")
 TASKS = ("elements", "prompt", "perturb", "densify", "decompose", "vqa")
@@ -328,10 +328,7 @@ def load_templates(name_or_path: str | Path) -> TemplateSet:
             raise TemplateError(f"unknown template set {text_path!r}; packaged: {', '.join(packaged_template_names())}"
                                 " (or pass a path to a .yaml file)")
         text, source = resource.read_text(), f"{text_path}.yaml"
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise TemplateError(f"{source} is not valid YAML: {err}") from None
+    raw = read_yaml(text, source, TemplateError)
     if not isinstance(raw, dict):
         raise TemplateError(f"{source} must be a mapping with the keys {', '.join(_TOP_KEYS)}")
     for key in raw:

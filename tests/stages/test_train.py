@@ -105,7 +105,7 @@ def test_the_dpo_reference_scores_the_guided_distribution_training_uses(trained_
 @pytest.mark.parametrize("recipe", ["ospo-v2", "ospo-v3", "dpo"])
 def test_a_selection_that_keeps_no_pairs_is_one_clear_line(trained_run, recipe, capsys):
     """v3's masks and DPO's reference are computed before the loop: an empty selection must not reach them."""
-    over = ["--set", f"recipe={recipe}", "--set", "select.chosen_threshold=1.0", "--set", "select.v3_tau=1.5"]
+    over = ["--set", f"recipe={recipe}", "--set", "select.chosen_threshold=1.0", "--set", "select.v3_tau=1.0"]
     assert main(["stage", "select", "--run", str(trained_run), *over]) == 0
     capsys.readouterr()
     assert main(["stage", "train", "--run", str(trained_run), *over, *SMALL]) == 2

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ospo import runtime
-from ospo.artifacts import atomic_write_bytes, atomic_write_text, prompt_rows
+from ospo.artifacts import atomic_write_bytes, atomic_write_text, lines, prompt_rows
 from ospo.errors import InputError
 from ospo.registry import resolve_model_path
 
@@ -64,11 +64,11 @@ def read_geneval(path: str | Path) -> list[BenchPrompt]:
 
 
 def read_compbench_file(path: str | Path, category: str) -> list[BenchPrompt]:
-    """<category>_val.txt -> one prompt per line (splitlines: no CR; the text before a tab, as upstream reads it).
+    """<category>_val.txt -> one prompt per line (split at "\n" alone, no CR; the text before a tab, as upstream reads it).
     Refuses prompts the scorers cannot read back from a file name: empty, or containing '_' or '/'."""
     path = _existing_file(path, f"{category}_val.txt")
     prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for n, line in enumerate(lines(path.read_text(encoding="utf-8"))):
         text = line.split("\t")[0]
         where = f"{path.name} line {n + 1}"
         if not text.strip():

@@ -188,7 +188,9 @@ def load_eval_set(name: str) -> tuple[EvalPrompt, ...]:
     if name not in EVAL_SETS:
         raise ValueError(f"unknown evaluation set {name!r}; expected one of {', '.join(EVAL_SETS)}")
     records = []
-    for line in (DATA_DIR / f"{name}.jsonl").read_text().splitlines():
+    for line in (DATA_DIR / f"{name}.jsonl").read_text(encoding="utf-8").split("\n"):  # not splitlines: see
+        if not line.strip():  # ospo.artifacts.lines
+            continue
         row = json.loads(line)
         metadata = {k: v for k, v in row.items() if k not in ("id", "tag", "prompt")}
         records.append(EvalPrompt(row["id"], name, row["tag"], row["prompt"], metadata))

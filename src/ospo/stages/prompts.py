@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ospo import compose
-from ospo.artifacts import atomic_write_text, prompt_rows, read_jsonl
+from ospo.artifacts import atomic_write_text, lines, prompt_rows, read_jsonl
 from ospo.schema import ConfigError, data_path
 from ospo.errors import InputError
 from ospo.parsing import ParseError, normalize_prompt, prompt_key
@@ -132,12 +132,12 @@ def read_prompt_file(source) -> list[str]:
     """The prompts of one `prompts.exclude_files` entry (a Path or a package resource): the "prompt" field of every
     row of a `.jsonl` file, else every non-empty line."""
     try:
-        lines = source.read_text().splitlines()
+        rows = lines(source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"prompts.exclude_files: cannot read {source} ({e})") from None
     if not source.name.endswith(".jsonl"):
-        return [line.strip() for line in lines if line.strip()]
-    return [row["prompt"] for row in prompt_rows("\n".join(lines), str(source))]
+        return [line.strip() for line in rows if line.strip()]
+    return [row["prompt"] for row in prompt_rows("\n".join(rows), str(source))]
 
 
 def excluded_prompt_keys(cfg) -> frozenset:

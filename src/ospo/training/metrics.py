@@ -8,9 +8,32 @@ import logging
 import math
 from pathlib import Path
 
-from ospo.artifacts import atomic_write_text
+from ospo.artifacts import atomic_write_text, lines
 
 log = logging.getLogger(__name__)
+
+
+def _rows(path: Path) -> list[dict]:
+    """The rows of a log.jsonl. A last line cut short (a kill in mid-append) is dropped, since resuming redoes its
+    step; any other unreadable line is an error naming the file and line."""
+    from ospo.training.data import TrainingError
+
+    text = lines(path.read_text(encoding="utf-8", errors="replace"))
+    rows = []
+    for n, line in enumerate(text, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("no integer step")
+        except ValueError as e:
+            if all(not rest.strip() for rest in text[n:]):
+                break
+            raise TrainingError(f"{path}: line {n} is not a log row ({e}); delete the lines from {n} on to resume "
+                                "from the last checkpoint") from None
+        rows.append(row)
+    return rows
 
 
 class MetricLog:
@@ -22,8 +45,8 @@ class MetricLog:
             return
         out.mkdir(parents=True, exist_ok=True)
         if self.path.exists():  # rows past the checkpoint we resume from are redone
-            keep = [r for r in self.path.read_text().splitlines() if r and json.loads(r)["step"] <= start_step]
-            atomic_write_text(self.path, "".join(r + "\n" for r in keep))
+            keep = [r for r in _rows(self.path) if r["step"] <= start_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -55,7 +78,7 @@ def plot_curves(log_path: Path, out_png: Path,
     """A small grid of line plots of the logged metrics against step (PIL only, no plotting library)."""
     from PIL import Image, ImageDraw
 
-    rows = [json.loads(r) for r in log_path.read_text().splitlines() if r]
+    rows = _rows(log_path)
     keys = [k for k in keys if any(k in r for r in rows)]
     if not rows or not keys:
         return

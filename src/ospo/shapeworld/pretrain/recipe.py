@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
 
 from ospo.artifacts import atomic_write_text, file_hash
 from ospo.errors import InputError, OspoError
+from ospo.schema import read_yaml
 from ospo.shapeworld.pretrain.config import DATA_VERSION, PretrainConfig, config_fields
 from ospo.shapeworld.pretrain.loop import pretrain
 from ospo.shapeworld.pretrain.surgery import assemble
@@ -70,10 +70,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     else:
         raise InputError(f"pretraining recipe {name_or_path!r}: not one of {recipe_names()} and not a .yaml file "
                          f"('single' runs one stage from --set/--vq-steps/--lm-steps)")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise InputError(f"pretraining recipe {name}: not valid YAML ({e})") from None
+    data = read_yaml(text, f"pretraining recipe {name}", InputError)
     if not isinstance(data, dict) or set(data) != {"stages"} or not isinstance(data["stages"], list) \
             or not data["stages"]:
         raise InputError(f"pretraining recipe {name}: expected one key, 'stages', holding a non-empty list")
