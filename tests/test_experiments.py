@@ -308,3 +308,24 @@ def test_the_words_and_position_aligner_learns_its_target_and_the_tower_trains_o
         moved[steps, tower] = any(not torch.equal(before[k], after[k]) for k in before)
     assert losses[40, False] < 0.7 * losses[1, False]
     assert moved == {(1, False): False, (40, False): False, (40, True): True}
+
+
+def test_negative_sampling_prints_a_table_per_task_with_every_setting(tmp_path, capsys):
+    from experiments import negative_sampling
+    from ospo.artifacts import StageDir
+    from ospo.records import Negative, Prompt
+
+    prompts = [Prompt("color1-00000", "a red circle", "attribute", "color1", "in-context"),
+               Prompt("spatial-00000", "a circle left of a square", "layout", "spatial", "in-context")]
+    negatives = [Negative("color1-00000/n0", "color1-00000", 0, "replace", "a blue circle")]
+    for name, records in (("prompts", prompts), ("perturb", negatives)):
+        stage = StageDir(tmp_path, name)
+        stage.parts.mkdir(parents=True)
+        stage.write_part("c00000", records)
+        stage.finish({})
+    negative_sampling.main(["--run", str(tmp_path), "--num", "2", "--max-redraws", "1"])
+    out = capsys.readouterr().out
+    assert "perturbation (3 slots a prompt)" in out and "densification" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == len(negative_sampling.SETTINGS) + 2
+    assert all(line.split(" | ")[-2].strip() == "6" for line in rows[:4])  # 2 prompts x 3 slots

@@ -228,3 +228,61 @@ def test_a_finished_stage_changed_afterwards_stops_the_next_stage_naming_the_fil
     assert f"{records} changed after its stage finished" in line
     after = files(run)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing finished changed
+
+
+# ------------------------------------------------------------------------------------- outputs and small options
+def test_generate_checks_its_output_folder_before_the_model_runs_and_never_overwrites(tmp_path, tiny_dir, capsys):
+    base = ["generate", "--model", str(tiny_dir), "--prompt", "a red circle"]
+    a_file = tmp_path / "file"
+    a_file.write_text("keep")
+    assert main([*base, "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is a file, not a folder" in error_line(capsys) and a_file.read_text() == "keep"
+    out = tmp_path / "g"
+    assert main([*base, "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = files(out)
+    assert main([*base, "--prompt", "a blue square", "--out", str(out)]) == 2
+    assert "already holds images.jsonl" in error_line(capsys) and files(out) == before
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to check then
+            assert main([*base, "--out", str(locked)]) == 2
+            assert "is not writable" in error_line(capsys)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--images-per-prompt", "0"], "--images-per-prompt and --limit must be >= 1"),
+    (["--limit", "-1"], "--images-per-prompt and --limit must be >= 1"),
+    (["--limit", "0"], "--images-per-prompt and --limit must be >= 1"),
+])
+def test_eval_shapeworld_refuses_counts_below_one(tmp_path, capsys, args, message):
+    assert main(["eval", "shapeworld", "--out", str(tmp_path / "e"), *args]) == 2
+    assert message in error_line(capsys) and not (tmp_path / "e").exists()
+
+
+def test_eval_shapeworld_checks_its_output_before_generating(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("keep")
+    assert main(["eval", "shapeworld", "--out", str(a_file), "--limit", "1"]) == 2
+    assert "is a file, not a folder" in error_line(capsys)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_export_refuses_an_empty_geneval_file(tmp_path, tiny_dir, capsys, content):
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    meta.write_text(content)
+    assert main(["eval", "export", "geneval", "--model", str(tiny_dir), "--prompts", str(meta),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "no prompts in it" in error_line(capsys)
+
+
+def test_export_refuses_zero_images_per_prompt_instead_of_using_the_default(tmp_path, tiny_dir, capsys):
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    meta.write_text(json.dumps({"prompt": "a photo of a cat", "tag": "single_object"}) + "\n")
+    assert main(["eval", "export", "geneval", "--model", str(tiny_dir), "--prompts", str(meta),
+                 "--out", str(tmp_path / "x"), "--images-per-prompt", "0"]) == 2
+    assert "--images-per-prompt, --limit and --num-processes must be >= 1" in error_line(capsys)

@@ -96,6 +96,23 @@ class StageMismatch(OspoError):
     """A stage directory made with another config, model or inputs than the current run asks for."""
 
 
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a folder the command may write into, checked before any work (a long generation must not fail at
+    its first write) and created by the caller when it writes: an InputError naming it when it is a file, or when
+    it (or the nearest folder above it that exists, where it will be made) is not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path} is not writable" + ("" if existing == path else f" ({existing} is not)"))
+    return path
+
+
 def lines(text: str) -> list[str]:
     """The lines of a file's text, split at "\n" alone (a "\r" before it dropped). Not str.splitlines(): it also
     splits at U+2028, U+2029, U+0085 and other separators, which a record or prompt may hold inside its text (JSON

@@ -205,7 +205,9 @@ def cmd_generate(args) -> None:
     import json
     from pathlib import Path
 
-    from ospo.artifacts import save_codes
+    import io
+
+    from ospo.artifacts import atomic_write_bytes, atomic_write_text, output_folder, save_codes
     from ospo.errors import InputError
     from ospo.sampling import ImageSampling
 
@@ -214,21 +216,26 @@ def cmd_generate(args) -> None:
     if any(not p.strip() for p in args.prompt):
         raise InputError("--prompt is empty")
     sampling = ImageSampling(_cfg_scale(args), args.temperature, args.top_k, args.top_p)
-    model = load_model(args)
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
+    ids = [f"{i:05d}" for i in range(len(prompts))]
+    out = output_folder(args.out)  # before the model generates anything
+    taken = [n for n in ("images.jsonl", "codes.safetensors", *(f"{i}.png" for i in ids)) if (out / n).exists()]
+    if taken:
+        raise InputError(f"--out {out} already holds {taken[0]} (of an earlier generate); use another folder")
+    model = load_model(args)
     tokens = model.generate_image_tokens(prompts, seeds, sampling)
     images = model.decode_images(tokens.codes)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ids = [f"{i:05d}" for i in range(len(prompts))]
     rows = []
     for image_id, prompt, seed, image, logps in zip(ids, prompts, seeds, images, tokens.logps):
-        image.save(out / f"{image_id}.png")
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        atomic_write_bytes(out / f"{image_id}.png", png.getvalue())  # a full disk leaves no half-written PNG
         rows.append({"id": image_id, "prompt": prompt, "seed": seed, "file": f"{image_id}.png",
                      "mean_logp": round(float(logps.mean()), 6)})
     save_codes(out / "codes.safetensors", dict(zip(ids, tokens.codes)))
-    (out / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "images.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} images, codes.safetensors and images.jsonl to {out}")
 
 
@@ -257,8 +264,16 @@ def cmd_eval_shapeworld(args) -> None:
     from ospo.evaluate.shapeworld import evaluate_shapeworld, summary_table
     from ospo.sampling import ImageSampling
 
+    from ospo.artifacts import output_folder
+    from ospo.errors import InputError
+
     args.model = args.model or "shapeworld"  # the registered name of the shipped checkpoint
+    if args.images_per_prompt < 1 or (args.limit is not None and args.limit < 1):
+        raise InputError(f"--images-per-prompt and --limit must be >= 1, got {args.images_per_prompt} and "
+                         f"{args.limit}")
     sampling = ImageSampling(cfg_scale=_cfg_scale(args), temperature=args.temperature)
+    if args.out is not None:
+        output_folder(args.out)  # before the model generates anything
     summary = evaluate_shapeworld(load_model(args), args.set, args.out, args.images_per_prompt, sampling, args.seed,
                                   args.limit)
     print(summary_table(summary))

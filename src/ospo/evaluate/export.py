@@ -135,6 +135,8 @@ def read_prompts(benchmark: str, path: str | Path, categories: list[str] | None 
         prompts = read_compbench(path, categories)
     else:
         prompts = read_dpg(path)
+    if not prompts:
+        raise InputError(f"{path}: no prompts in it; is it the {benchmark} prompt file?")
     return prompts if limit is None else [p for p in prompts if p.index < limit]
 
 
@@ -298,7 +300,7 @@ def export_command(args, load_model) -> int:
     from ospo.sampling import ImageSampling
 
     bench = args.benchmark
-    K = args.images_per_prompt or DEFAULT_IMAGES_PER_PROMPT[bench]
+    K = DEFAULT_IMAGES_PER_PROMPT[bench] if args.images_per_prompt is None else args.images_per_prompt
     if K < 1 or (args.limit is not None and args.limit < 1) or args.num_processes < 1:
         raise InputError("--images-per-prompt, --limit and --num-processes must be >= 1")
     categories = [c.strip() for item in args.category or [] for c in item.split(",") if c.strip()] or None
