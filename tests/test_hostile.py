@@ -286,3 +286,46 @@ def test_export_refuses_zero_images_per_prompt_instead_of_using_the_default(tmp_
     assert main(["eval", "export", "geneval", "--model", str(tiny_dir), "--prompts", str(meta),
                  "--out", str(tmp_path / "x"), "--images-per-prompt", "0"]) == 2
     assert "--images-per-prompt, --limit and --num-processes must be >= 1" in error_line(capsys)
+
+
+# ------------------------------------------------------------------------------------- --num-processes workers
+@pytest.mark.skipif(not os.sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """A `--num-processes` parent SIGKILLed mid-run: its workers stop too, so the rerun is not refused as "in use"."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    # the workers run a stand-in for `python -m ospo.cli` that notes its pid and sleeps
+    (tmp_path / "ospo_sleep.py").write_text("import os, time\nopen(os.environ['PIDS'] + os.environ['OSPO_RANK'], 'w')"
+                                            ".write(str(os.getpid()))\ntime.sleep(60)\n")
+    code = ("import sys, subprocess\nimport ospo.pipeline as p\n"
+            "real = subprocess.Popen\n"
+            "def popen(cmd, **kw):\n    return real([sys.executable, '-m', 'ospo_sleep'], **kw)\n"
+            "p.subprocess.Popen = popen\nsys.exit(p.spawn_workers([], 2))\n")
+    script.write_text(code)
+    env = {**os.environ, "PIDS": str(tmp_path / "pid-"), "PYTHONPATH": f"{tmp_path}{os.pathsep}"
+           f"{os.environ.get('PYTHONPATH', '')}"}
+    parent = subprocess.Popen([sys.executable, str(script)], env=env)
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"pid-{r}").exists() for r in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int((tmp_path / f"pid-{r}").read_text()) for r in (0, 1)]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        time.sleep(0.05)
+    assert alive == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"  # a zombie has exited (its parent is gone, init reaps it)
+    except FileNotFoundError:
+        return False

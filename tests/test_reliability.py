@@ -203,8 +203,28 @@ def kill_and_resume_training(trials: int, seed: int, tmp_path: Path, train_run: 
         assert names[-2:] == ["step-000004", "step-000006"] and not any(n.startswith(".tmp") for n in names)
         for name in ("records.jsonl", "rejected.jsonl", "identity.json"):
             assert (out / name).read_bytes() == (base / name).read_bytes()
+        assert_same_train_manifest(out, base)
         assert {k: v for k, v in snapshot(run_dir).items() if not k.startswith(out.name)} == data_files
     return killed
+
+
+def assert_same_train_manifest(out: Path, base: Path) -> None:
+    """The manifests agree but for where the run was resumed from and the run directory's own paths; the final
+    metrics to float rounding."""
+    got, want = (json.loads((d / "manifest.json").read_text()) for d in (out, base))
+    assert got["final"] and got["final"] == pytest.approx(want["final"], rel=1e-5)
+    skip = {"final", "resumed_from", "outputs"}
+    assert {k: v for k, v in got.items() if k not in skip} == {k: v for k, v in want.items() if k not in skip}
+    assert sorted(got["outputs"]) == sorted(want["outputs"])
+
+
+def test_a_kill_between_the_last_checkpoint_and_the_manifest_keeps_the_final_metrics(tmp_path, train_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(train_run, run_dir)
+    out = train_dir(run_dir)
+    (out / "manifest.json").unlink()  # what a SIGKILL after the final checkpoint leaves
+    assert main(train_args(run_dir)) == 0
+    assert_same_train_manifest(out, train_dir(train_run))
 
 
 def test_sigkill_during_training_then_rerun_reaches_the_same_adapter(tmp_path, train_run):

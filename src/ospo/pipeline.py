@@ -231,7 +231,8 @@ def spawn_workers(argv: list[str], num_processes: int) -> int:
         env = {"OMP_NUM_THREADS": threads, **os.environ, "OSPO_RANK": str(rank), "OSPO_WORLD_SIZE": str(num_processes),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(num_processes),
                "LOCAL_WORLD_SIZE": str(num_processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-m", "ospo.cli", *argv], env=env))
+        procs.append(subprocess.Popen([sys.executable, "-m", "ospo.cli", *argv], env=env,
+                                      preexec_fn=_die_with_parent(os.getpid())))
     try:
         while True:
             codes = [p.poll() for p in procs]
@@ -244,6 +245,23 @@ def spawn_workers(argv: list[str], num_processes: int) -> int:
             if p.poll() is None:
                 p.terminate()
                 p.wait()
+
+
+def _die_with_parent(parent: int):
+    """A preexec_fn that has the kernel SIGKILL the worker when its parent dies (Linux: prctl PR_SET_PDEATHSIG), so a
+    killed `--num-processes` parent leaves no workers writing into the run directory; elsewhere, None."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm():
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: nothing would signal us
+            os._exit(1)
+
+    return arm
 
 
 def _free_port() -> int:

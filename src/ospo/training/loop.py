@@ -241,5 +241,10 @@ def train(adapter: UnifiedModel, data: PairData, cfg: TrainConfig, out_dir: str 
             bar.close()
         logger.close()
     adapter.model.eval()
+    if not last and total and (out / "log.jsonl").exists():  # resumed at the final checkpoint (killed before the
+        # manifest): the last step's metrics are its log row
+        from ospo.training.metrics import final_metrics
+
+        last = final_metrics(out / "log.jsonl", total)
     return {"steps": total, "resumed_from": start, "pairs": len(data), "world_size": world,
             "gradient_accumulation": accum, "lr": base_lr, "final": last}

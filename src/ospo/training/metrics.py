@@ -36,6 +36,15 @@ def _rows(path: Path) -> list[dict]:
     return rows
 
 
+STEP_KEYS = ("step", "epoch", "learning_rate", "grad_norm")  # what a log row holds besides the step's metrics
+
+
+def final_metrics(path: Path, step: int) -> dict:
+    """The metrics of step `step` as its log row holds them (without the step's bookkeeping), {} if it has none."""
+    rows = [r for r in _rows(path) if r["step"] == step]
+    return {k: v for k, v in rows[-1].items() if k not in STEP_KEYS} if rows else {}
+
+
 class MetricLog:
     """log.jsonl rows (rank 0), TensorBoard scalars when tensorboard is installed, and curves.png."""
 
