@@ -191,3 +191,30 @@ def test_by_recipe_values_apply_only_under_their_recipe_and_under_set(tmp_path):
         path.write_text(text + "\n")
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(path)
+
+
+def test_a_saved_run_config_reloads_to_its_values_and_switching_recipes_restores_each_budget(tmp_path):
+    from ospo.config import config_dict
+
+    saved = tmp_path / "config.yaml"
+    cfg = load_config("janus-pro-1b", ["recipe=ospo-v3", "train.steps=20"])  # --set beats by_recipe
+    assert (cfg.train.steps, cfg.train.batch_size) == (20, 256)
+    saved.write_text(yaml.safe_dump(config_dict(cfg)))
+    again = load_config(saved)
+    assert again == cfg  # the run's own config reloads unchanged (its train folder keeps its name)
+    v2 = load_config(saved, ["recipe=ospo-v2"])
+    assert (v2.train.steps, v2.train.batch_size) == (500, 128)  # the budget beneath v3's, not v3's
+    saved.write_text(yaml.safe_dump(config_dict(v2)))
+    back = load_config(saved, ["recipe=ospo-v3"])
+    assert (back.train.steps, back.train.batch_size) == (20, 256)  # what the v3 run used
+    # one by_recipe key from --set merges into the file's entry
+    one = load_config("janus-pro-1b", ["recipe=ospo-v3", "by_recipe.ospo-v3.train.lr=2e-5"])
+    assert (one.train.steps, one.train.batch_size, one.train.lr) == (1000, 256, 2e-5)
+
+
+@pytest.mark.parametrize("override,message", [("train.lr=nan", "train.lr must be a finite number, got nan"),
+                                               ("select.v3_tau=nan", "select.v3_tau must be a finite number"),
+                                               ("train.adam_beta2=1", "train.adam_beta2 must be in [0, 1), got 1.0")])
+def test_floats_given_as_text_are_checked_too(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])

@@ -329,3 +329,50 @@ def _running(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"  # a zombie has exited (its parent is gone, init reaps it)
     except FileNotFoundError:
         return False
+
+
+# ------------------------------------------------------------------------------------- models, devices, images
+def test_a_truncated_checkpoint_an_unknown_device_and_a_decompression_bomb_are_one_line_each(tmp_path, tiny_dir,
+                                                                                            capsys):
+    import shutil
+
+    from PIL import Image
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    assert main(["generate", "--model", str(broken), "--prompt", "a dog", "--out", str(tmp_path / "a")]) == 2
+    assert f"cannot load model '{broken}'" in error_line(capsys)
+    assert main(["generate", "--model", str(tiny_dir), "--device", "tpu", "--prompt", "a dog",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "unknown device 'tpu'" in error_line(capsys)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 40 KB on disk, 400 million pixels decoded
+    assert main(["ask", "--model", str(tiny_dir), "--image", str(bomb), "--question", "is there a dog?"]) == 2
+    assert f"image {bomb} is too large to decode" in error_line(capsys)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("change", ["swap", "corrupt"])
+def test_previews_changed_after_the_images_stage_stop_the_score_stage_naming_the_file(tmp_path, finished_run, capsys,
+                                                                                       change):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for d in run.iterdir():
+        if d.is_dir() and d.name.startswith(("score", "select")):
+            shutil.rmtree(d)
+    previews = sorted((run / "images" / "previews").glob("*.png"))
+    a, b = previews[0], previews[1]
+    if change == "swap":
+        data_a, data_b = a.read_bytes(), b.read_bytes()
+        a.write_bytes(data_b)
+        b.write_bytes(data_a)
+    else:
+        a.write_bytes(a.read_bytes()[:-20])
+    before = files(run)
+    assert main(["stage", "score", "--run", str(run)]) == 2
+    assert f"{a} changed after its stage finished" in error_line(capsys)
+    assert {k: v for k, v in files(run).items() if k in before} == before

@@ -1,5 +1,6 @@
 """`ospo run` / `ospo stage` on hand-made upstream stage outputs with the tiny random Janus."""
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -160,8 +161,11 @@ def test_without_previews_the_judge_decodes_the_codes_to_the_same_scores_and_pai
     assert main(["run", "--config", str(config_file), "--out", str(run_dir), "--stages", "select,images,score",
                  *PERMISSIVE, "--set", "images.previews=false"]) == 0
     assert not list((run_dir / "images").glob("previews/*.png"))
-    for name in ("images", "score", select_dir(done_run).name):
+    for name in ("score", select_dir(done_run).name):
         assert (run_dir / name / "records.jsonl").read_bytes() == (done_run / name / "records.jsonl").read_bytes()
+    without, with_previews = (StageDir(d, "images").records() for d in (run_dir, done_run))
+    assert all(r.preview_sha == "" for r in without) and all(r.preview_sha for r in with_previews)
+    assert [dataclasses.replace(r, preview_sha="") for r in with_previews] == without
 
 
 def test_corrupt_codes_stop_v2_selection_with_an_error_naming_the_file(done_run, tmp_path, capsys):

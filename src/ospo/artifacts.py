@@ -87,6 +87,8 @@ def load_image(path: str | Path):
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
+    except Image.DecompressionBombError as e:  # a small file that decodes to gigabytes
+        raise InputError(f"image {path} is too large to decode ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(f"image {path} is not a readable image ({e})") from None
 
@@ -163,10 +165,14 @@ def write_jsonl(path: str | Path, records) -> None:
     atomic_write_text(path, "".join(to_json(r) + "\n" for r in records))
 
 
-def file_hash(path: str | Path) -> str:
+def bytes_hash(data: bytes) -> str:
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def file_hash(path: str | Path) -> str:
+    return bytes_hash(Path(path).read_bytes())
 
 
 class StageDir:

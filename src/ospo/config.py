@@ -176,7 +176,8 @@ class TrainConfig:
                               "is run)")
 
 
-# (dotted key, lowest, highest, whether the bounds themselves are allowed): checked when a RunConfig is built, so a
+# (dotted key, lowest, highest, which bounds are allowed: True both, False neither, None the lowest only): checked
+# when a RunConfig is built, so a
 # value no stage can use is refused before anything is written
 RANGES = (
     ("chunk_size", 1, None, True), ("model.batch_size", 1, None, True),
@@ -189,7 +190,7 @@ RANGES = (
     ("train.lr", 0, None, False), ("train.batch_size", 1, None, True), ("train.micro_batch_size", 1, None, True),
     ("train.steps", 0, None, True), ("train.epochs", 0, None, False), ("train.warmup_ratio", 0, 1, True),
     ("train.save_every", 0, None, True), ("train.keep_last", 1, None, True), ("train.max_grad_norm", 0, None, False),
-    ("train.weight_decay", 0, None, True), ("train.adam_beta1", 0, 1, True), ("train.adam_beta2", 0, 1, True),
+    ("train.weight_decay", 0, None, True), ("train.adam_beta1", 0, 1, None), ("train.adam_beta2", 0, 1, None),
     ("train.lora.r", 1, None, True), ("train.lora.alpha", 0, None, False), ("train.lora.dropout", 0, 1, True),
     ("train.iteration_lr_scale", 0, None, False), ("train.num_previews", 0, None, True),
     ("train.label_smoothing", 0, 0.5, True), ("train.alpha", 0, None, True),
@@ -202,11 +203,13 @@ def check_ranges(cfg) -> None:
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
-        below = value < low if closed else value <= low
+        # closed: [low, high]; False: (low, high); None: [low, high)
+        below = value < low if closed is not False else value <= low
         above = high is not None and (value > high if closed else value >= high)
         if below or above:
-            sign = (">=" if closed else ">") if high is None else "in"
-            bound = low if high is None else (f"[{low}, {high}]" if closed else f"({low}, {high})")
+            sign = (">=" if closed is not False else ">") if high is None else "in"
+            brackets = {True: "[]", False: "()", None: "[)"}[closed]
+            bound = low if high is None else f"{brackets[0]}{low}, {high}{brackets[1]}"
             raise ConfigError(f"{key} must be {sign} {bound}, got {value!r}")
     for section in ("prompts", "perturb", "densify", "questions"):
         top_p = getattr(cfg, section).sampling.top_p
@@ -273,7 +276,7 @@ def _recipe_values(by_recipe, recipe: str) -> dict:
     if not isinstance(by_recipe, dict):
         raise ConfigError(f"by_recipe must be a mapping from recipe names to config values, got {by_recipe!r}")
     for name, values in by_recipe.items():
-        if name not in recipe_names():
+        if name not in recipe_names() and not str(name).endswith((".yaml", ".yml")):
             close = difflib.get_close_matches(str(name), recipe_names(), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"by_recipe: unknown recipe '{name}'{hint}; recipes: {', '.join(recipe_names())}")
@@ -342,16 +345,55 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     preset = recipe_preset(recipe)
     preset.pop("recipe", None)
     data = merge_mappings(data, preset) if "recipe" in extra else merge_mappings(preset, data)
-    data = merge_mappings(data, _recipe_values(extra.get("by_recipe", data.get("by_recipe")), recipe))
+    by_recipe = plain(merge_mappings(data.get("by_recipe") or {}, extra.get("by_recipe") or {}))
+    base = data  # the values before any recipe's by_recipe values
+    data = merge_mappings(data, _recipe_values(by_recipe, recipe))
     data = plain(merge_mappings(data, extra))
     for key, replaced_by in REMOVED_KEYS.items():
         if key in data:
             raise ConfigError(f"config key '{key}' is gone: use {replaced_by}; delete '{key}' from the config")
     cfg = build_config(RunConfig, data)
-    for values in cfg.by_recipe.values():  # the other recipes' values are checked now, not when first used
-        build_config(RunConfig, plain(merge_mappings(data, values)))
+    for values in by_recipe.values():  # the other recipes' values are checked now, not when first used
+        build_config(RunConfig, plain(merge_mappings(base, values)))
+    if by_recipe:
+        object.__setattr__(cfg, "by_recipe", _complete_by_recipe(by_recipe, plain(base), config_dict(cfg), recipe))
     _check_paths(cfg)
     return cfg
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _nested(flat: dict) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = v
+    return out
+
+
+def _complete_by_recipe(by_recipe: dict, base: dict, final: dict, recipe: str) -> dict:
+    """`by_recipe` as the resolved config stores it: every recipe gets every key any entry sets (from its own entry,
+    else the value beneath all entries), and the run's recipe gets the values the run uses (`--set` included). So a
+    saved run config reloads to the same values, and switching its recipe restores what the other recipe had."""
+    keys = sorted({k for values in by_recipe.values() for k in _flat(values)})
+    flat_base, flat_final = _flat(base), _flat(final)
+    out = {}
+    for name in sorted(set(by_recipe) | {recipe} | set(recipe_names())):
+        own = _flat(by_recipe.get(name, {}))
+        source = flat_final if name == recipe else {**flat_base, **own}
+        out[name] = _nested({k: source[k] for k in keys if k in source})
+    return out
 
 
 def config_dict(cfg) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 
 from ospo.errors import InputError, ModelLoadError
 from ospo.kv_cache import preallocated_cache
@@ -108,8 +109,9 @@ class JanusAdapter:
             processor = AutoProcessor.from_pretrained(path, revision=revision)
             model = JanusForConditionalGeneration.from_pretrained(path, revision=revision, dtype=DTYPES[dtype],
                                                                   use_safetensors=True)
-        except OSError as e:  # hub id not cached offline, missing files
-            raise ModelLoadError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
+        except (OSError, SafetensorError) as e:  # hub id not cached offline, missing files, truncated weights
+            raise ModelLoadError(f"cannot load model '{path}': {(str(e).splitlines() or [type(e).__name__])[0]}") \
+                from None
         if adapter is not None:
             model = _attach_adapter(model, adapter)
         return cls(model.to(device), processor, name=path, batch_size=batch_size)
@@ -351,8 +353,10 @@ class JanusAdapter:
         from PIL import Image
 
         if self.code_decoder is not None:
-            raise InputError(f"{self.name}: its codes are drawn by a code decoder ({self.janus.config.ospo_code_decoder}) "
-                             "and have no image encoder; train on the sampled codes (train.image_codes: sampled)")
+            config = self.janus.config
+            name = getattr(config, "ospo_code_decoder", None) or getattr(config, "ospo_code_painter", None)
+            raise InputError(f"{self.name}: its codes are drawn by a code decoder ({name}) and have no image encoder; "
+                             "train on the sampled codes (train.image_codes: sampled)")
         rows = []
         for image in images:  # one a pass, as decode_images, so the codes do not depend on the batch
             rgb = _as_rgb(image).resize((self.image_size, self.image_size), Image.BICUBIC)

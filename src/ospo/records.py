@@ -76,6 +76,7 @@ class Image:
     prompt: str  # the text the image was generated from
     seed: int
     mean_logp: float  # l(y | prompt) under the generating model (cond branch)
+    preview_sha: str = ""  # sha256 (16 hex) of the PNG preview as written; "" when the stage wrote none
 
 
 @dataclass(frozen=True)

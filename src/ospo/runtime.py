@@ -45,6 +45,12 @@ def device(requested: str | None = None, procs: Processes | None = None) -> str:
 
         raise InputError(f"device '{requested}' asked for, but torch sees no CUDA device here; use cpu or auto")
     if requested and requested not in ("auto", "cuda"):
+        try:
+            torch.device(requested)
+        except RuntimeError:
+            from ospo.errors import InputError
+
+            raise InputError(f"unknown device '{requested}'; use cpu, cuda, cuda:N or auto") from None
         return requested
     if requested != "cuda" and not torch.cuda.is_available():
         return "cpu"

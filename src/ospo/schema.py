@@ -69,7 +69,7 @@ def _check_type(key: str, value, annotation, choices: tuple[str, ...] | None = N
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if hint is int and isinstance(value, float) and value.is_integer():
@@ -161,6 +161,8 @@ def read_yaml_file(path, where: str | None = None, error=None):
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise error(f"{where} is larger than {MAX_YAML_BYTES // 1024} KiB; a config is a few KB")
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None

@@ -153,15 +153,22 @@ def test_corrupt_or_missing_code_files_give_an_error_naming_the_file(base_run, t
         images_stage.load_image_codes(run_dir / "images")
 
 
-def test_score_stage_stores_per_question_answers_and_rejects_unreadable_previews(base_run, tmp_path, tiny_dir,
+def test_score_stage_stores_per_question_answers_rejects_missing_and_stops_at_changed_previews(base_run, tmp_path, tiny_dir,
                                                                                  tiny):
     run_dir = tmp_path / "copy"
     shutil.copytree(base_run, run_dir)
     write_stage(run_dir, "questions", SETS)
     bad = images_stage.preview_path(StageDir(run_dir, "images"), "p0/n2/negative")
+    good = bad.read_bytes()
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(InputError, match="p0__n2__negative.png"):
         images_stage.load_preview(run_dir / "images", "p0/n2/negative")
+    ctx = make_ctx(run_dir, tiny_dir, tiny)
+    with pytest.raises(ArtifactError, match=r"p0__n2__negative\.png changed after its stage finished"):
+        score_stage.run(ctx)  # its record holds the hash of the PNG as written
+    bad.write_bytes(good)
+    shutil.rmtree(run_dir / "score")
+    bad.unlink()  # a missing preview is refused as a record, with its reason
     ctx = make_ctx(run_dir, tiny_dir, tiny)
     manifest = score_stage.run(ctx)
     stage = StageDir(run_dir, "score")

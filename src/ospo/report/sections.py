@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ospo.artifacts import ArtifactError
+from ospo.artifacts import ArtifactError, lines
 from ospo.report.page import esc, fmt, image_tag, is_number, json_object, missing_html, note_html, STAGE_ORDER, UNREADABLE
 from ospo.report.svg import bar_chart_svg, line_plot_svg
 
@@ -87,7 +87,7 @@ def training_section(run_dir: Path, page_dir: Path) -> str:
 
 def _curves(log: Path) -> str:
     rows, bad = [], 0
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in lines(log.read_text(encoding="utf-8", errors="replace")):
         if line.strip():
             try:
                 row = json.loads(line)

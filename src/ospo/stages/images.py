@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ospo.artifacts import (ArtifactError, StageDir, atomic_write_bytes, file_hash, load_codes, load_image,
+from ospo.artifacts import (ArtifactError, StageDir, atomic_write_bytes, bytes_hash, file_hash, load_codes, load_image,
                             save_codes)
 from ospo.errors import InputError
 from ospo.records import DensePair, Image, Rejected, id_to_filename
@@ -112,8 +112,14 @@ class Pictures:
     def __init__(self, stage_dir: StageDir | str | Path, model, previews: bool):
         self.stage, self.model, self.previews, self._codes = _stage(stage_dir), model, previews, None
 
-    def __call__(self, image_id: str):
+    def __call__(self, image_id: str, sha: str = ""):
+        """The picture of `image_id`; with the preview's recorded `sha`, an ArtifactError when the file differs."""
         if self.previews:
+            path = preview_path(self.stage, image_id)
+            if sha and path.is_file() and file_hash(path) != sha:
+                raise ArtifactError(f"{path} changed after its stage finished (its hash differs from its image "
+                                    f"record's); delete {self.stage.path} and rerun the images stage (it draws the "
+                                    "same images)")
             return load_preview(self.stage, image_id)
         if self._codes is None:  # every code file, hash-checked, once per process
             self._codes = load_image_codes(self.stage)
@@ -139,11 +145,14 @@ def _generate_chunk(model, stage: StageDir, key: str, pairs: list[DensePair], ru
     codes = tokens.codes.cpu().numpy()  # (2P, N)
     mean_logps = tokens.logps.float().mean(-1).tolist()  # (2P,) l(y | dense prompt), cond branch
     save_codes(codes_path(stage, key), {r[0]: row for r, row in zip(requests, codes)})
-    if previews:
+    shas = {}
+    if previews:  # each PNG's hash goes into its record, so a reader sees a preview changed after it was written
         for (image_id, *_), picture in zip(requests, model.decode_images(tokens.codes)):
-            atomic_write_bytes(preview_path(stage, image_id), _png_bytes(picture))
+            png = _png_bytes(picture)
+            atomic_write_bytes(preview_path(stage, image_id), png)
+            shas[image_id] = bytes_hash(png)
     images = [Image(id=image_id, pair_id=pair.id, prompt_id=pair.prompt_id, slot=pair.slot, role=role, prompt=text,
-                    seed=seed, mean_logp=float(lp))
+                    seed=seed, mean_logp=float(lp), preview_sha=shas.get(image_id, ""))
               for (image_id, pair, role, text, seed), lp in zip(requests, mean_logps)]
     return images + refused
 

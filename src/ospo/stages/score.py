@@ -74,7 +74,7 @@ def _score_chunk(ctx: RunContext, items: list[tuple[Image, tuple[QuestionSet, ..
             out += split_scores(image.id, sets, [], [])
             continue
         try:
-            asked.append((image, sets, pictures(image.id)))
+            asked.append((image, sets, pictures(image.id, image.preview_sha)))
         except InputError as e:
             out.append(Rejected(image.id, NAME, "unreadable-preview", detail=str(e)))
     if asked:

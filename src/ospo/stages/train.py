@@ -86,8 +86,11 @@ def _reencoded(ctx, image_ids: list[str]) -> torch.Tensor:
     the images stage wrote none): the reference code's training input (lossy)."""
     from ospo.stages.images import Pictures
 
+    from ospo.records import Image
+
     pictures = Pictures(ctx.stage("images"), ctx.model, ctx.config.images.previews)
-    return ctx.model.encode_images([pictures(i) for i in image_ids])
+    shas = {r.id: r.preview_sha for r in ctx.stage("images").records() if isinstance(r, Image)}
+    return ctx.model.encode_images([pictures(i, shas.get(i, "")) for i in image_ids])
 
 
 DATA_STAGES = ("prompts", "perturb", "densify", "images", "questions", "score")
