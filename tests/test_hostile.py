@@ -376,3 +376,10 @@ def test_previews_changed_after_the_images_stage_stop_the_score_stage_naming_the
     assert main(["stage", "score", "--run", str(run)]) == 2
     assert f"{a} changed after its stage finished" in error_line(capsys)
     assert {k: v for k, v in files(run).items() if k in before} == before
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_before_drawing(tmp_path, tiny_dir, capsys):
+    long = " ".join(["a red circle"] * 200)
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", long, "--out", str(tmp_path / "g")]) == 2
+    line = error_line(capsys)
+    assert "more than the model's 512; shorten it" in line and not (tmp_path / "g").exists()

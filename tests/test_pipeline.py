@@ -199,3 +199,17 @@ def test_shipped_configs_load(name):
         assert sum(cfg.prompts.counts.values()) == 16000
     else:
         assert cfg.model.path == "shapeworld" and cfg.templates == "shapeworld"
+
+
+def test_a_run_saved_before_a_key_existed_resumes_when_the_key_is_at_its_default(tmp_path, config_file):
+    from ospo.config import config_dict
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(config_file)
+    saved = config_dict(cfg)
+    del saved["images"]["previews"]  # as a run directory made before images.previews existed
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    prepare_run_dir(run_dir, cfg)  # accepted
+    with pytest.raises(Exception, match="images.previews"):
+        prepare_run_dir(run_dir, load_config(config_file, ["images.previews=false"]))

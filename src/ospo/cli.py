@@ -224,6 +224,11 @@ def cmd_generate(args) -> None:
     if taken:
         raise InputError(f"--out {out} already holds {taken[0]} (of an earlier generate); use another folder")
     model = load_model(args)
+    for prompt in args.prompt:  # transformers would only warn, then draw from positions it never learned
+        length = model.image_prompt_ids([prompt])[0].shape[1] + model.num_image_tokens
+        if length > model.context_length:
+            raise InputError(f"--prompt {prompt[:40]!r}... needs {length} tokens with the image's "
+                             f"{model.num_image_tokens}, more than the model's {model.context_length}; shorten it")
     tokens = model.generate_image_tokens(prompts, seeds, sampling)
     images = model.decode_images(tokens.codes)
     out.mkdir(parents=True, exist_ok=True)

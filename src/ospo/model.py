@@ -139,6 +139,11 @@ class JanusAdapter:
                     path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
 
     @property
+    def context_length(self) -> int:
+        """Tokens the language model can attend over (its position embeddings)."""
+        return int(self.janus.config.text_config.max_position_embeddings)
+
+    @property
     def default_cfg_scale(self) -> float:
         """The guidance scale a checkpoint samples at unless told otherwise: its generation config's
         `guidance_scale`, else DEFAULT_CFG_SCALE (the published Janus-Pro protocol)."""

@@ -106,7 +106,11 @@ def prepare_run_dir(run_dir: str | Path, cfg: RunConfig, write: bool = True) -> 
         saved = read_yaml_file(path, f"the run's config {path}", RunDirError) or {}
         if not isinstance(saved, dict):
             raise RunDirError(f"the run's config {path} is not a mapping; restore it or use a new run directory")
-        differ = [k for k in config_differences(saved, config_dict(cfg)) if not k.startswith(MAY_DIFFER)]
+        was, default = flatten(saved), flatten(config_dict(RunConfig()))
+        now = flatten(config_dict(cfg))
+        differ = [k for k in config_differences(saved, config_dict(cfg)) if not k.startswith(MAY_DIFFER)
+                  and not (k not in was and k in default and now.get(k) == default[k])]  # a key added to ospo
+        # since the run was made, at its default, is the behaviour the run had
         if differ:
             was, now = flatten(saved), flatten(config_dict(cfg))
             values = ", ".join(f"{k}: {was.get(k, '(unset)')!r} then, {now.get(k, '(unset)')!r} now" for k in differ)

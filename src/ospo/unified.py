@@ -52,6 +52,9 @@ class UnifiedModel(Protocol):
     def device(self) -> torch.device: ...
 
     @property
+    def context_length(self) -> int: ...  # tokens the language model attends over
+
+    @property
     def default_cfg_scale(self) -> float: ...  # the guidance the checkpoint samples at unless told otherwise
 
     @property
