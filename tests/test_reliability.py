@@ -156,13 +156,18 @@ def train_run(tmp_path_factory, data_run):
 
 
 # ------------------------------------------------------------------------------------------------ 1. SIGKILL
-def kill_and_resume_data_stages(trials: int, seed: int, tmp_path: Path, cfg_file: Path, data_run: Path) -> int:
+def kill_and_resume_data_stages(trials: int, seed: int, tmp_path: Path, cfg_file: Path, data_run: Path,
+                                processes: int = 1) -> int:
+    """With `processes` 2 the killed command is a `--num-processes 2` parent (its workers die with it) and the rerun
+    is too; the files must still equal the one-process uninterrupted run's."""
     rng, expected, killed = random.Random(seed), snapshot(data_run), 0
     total = progress(data_run) - progress(write_upstream(tmp_path / "probe"))
+    more = ["--num-processes", str(processes)] if processes > 1 else []
     for t in range(trials):
         run_dir = write_upstream(tmp_path / f"run{t}")
-        killed += kill_at_random_point(data_args(cfg_file, run_dir), run_dir, total, rng, tmp_path / f"err{t}")
-        assert main(data_args(cfg_file, run_dir)) == 0  # the same command, to completion
+        killed += kill_at_random_point([*data_args(cfg_file, run_dir), *more], run_dir, total, rng,
+                                       tmp_path / f"err{t}")
+        assert main([*data_args(cfg_file, run_dir), *more]) == 0  # the same command, to completion
         assert_same_files(snapshot(run_dir), expected)
     return killed
 
@@ -171,6 +176,10 @@ def test_sigkill_during_data_stages_then_rerun_gives_the_uninterrupted_files(tmp
     """Every file of images, score and select (records, rejected, manifests, codes, previews) is byte-identical to
     the uninterrupted run's; at most hidden `.NAME.XXXX.tmp` files of the killed write remain beside them."""
     assert kill_and_resume_data_stages(3, seed=1, tmp_path=tmp_path, cfg_file=cfg_file, data_run=data_run) >= 1
+
+
+def test_sigkill_of_a_two_process_run_then_rerun_gives_the_one_process_files(tmp_path, cfg_file, data_run):
+    kill_and_resume_data_stages(2, seed=5, tmp_path=tmp_path, cfg_file=cfg_file, data_run=data_run, processes=2)
 
 
 @pytest.mark.slow
